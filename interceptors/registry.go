@@ -1,0 +1,97 @@
+package interceptors
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// numShards spreads the registry of running calls over several locks, so
+// that concurrent RPCs rarely contend for one.
+const numShards = 32
+
+// A shard holds some of the running calls in an intrusive list: adding and
+// removing a call costs no allocation.
+type shard struct {
+	mu   sync.Mutex
+	head *call
+	_    [48]byte // keeps shards on separate cache lines
+}
+
+// call is the Tracker's record of one running RPC. Records are recycled
+// through callPool, with their timer, so that tracking a call allocates only
+// its context; nothing outside the Tracker keeps a pointer to one.
+type call struct {
+	Call
+	ctx        context.Context         // the handler's context, or the one under its deadline
+	cancel     context.CancelCauseFunc // cancels ctx
+	cause      error                   // the cause given to cancel; guarded by shard.mu
+	shard      *shard
+	prev, next *call
+
+	timer  *time.Timer // enforces an injected deadline; kept across reuses
+	expire func()      // the timer's function, made once per record
+}
+
+var callPool = sync.Pool{New: func() any { return new(call) }}
+
+func (s *shard) push(c *call) {
+	c.prev, c.next = nil, s.head
+	if s.head != nil {
+		s.head.prev = c
+	}
+	s.head = c
+}
+
+func (s *shard) remove(c *call) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		s.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+// arm starts the timer that cancels c.ctx with ErrServerDeadline after d.
+func (c *call) arm(d time.Duration) {
+	if c.timer == nil {
+		c.expire = func() { c.cancel(ErrServerDeadline) }
+		c.timer = time.AfterFunc(d, c.expire)
+		return
+	}
+	c.timer.Reset(d)
+}
+
+// release frees the context of c and recycles c, unless its timer has fired:
+// then the timer's function may still be running, and c is left to the
+// garbage collector.
+func (c *call) release() {
+	c.cancel(nil)
+	if c.Injected && !c.timer.Stop() {
+		return
+	}
+	timer, expire := c.timer, c.expire
+	*c = call{timer: timer, expire: expire}
+	callPool.Put(c)
+}
+
+// deadlineCtx gives a handler the deadline injected by the Tracker. It
+// reports context.DeadlineExceeded once the Tracker's timer has cancelled the
+// context below it with ErrServerDeadline.
+type deadlineCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *deadlineCtx) Err() error {
+	err := c.Context.Err()
+	if err != nil && context.Cause(c.Context) == ErrServerDeadline {
+		return context.DeadlineExceeded
+	}
+	return err
+}

@@ -1,0 +1,250 @@
+package interceptors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ErrShuttingDown is the cause used by CancelAll, CancelLongLived, Reject and
+// RejectLongLived when they are given a nil cause.
+var ErrShuttingDown = errors.New("drainkit: server is shutting down")
+
+// ErrServerDeadline is the context.Cause of a handler whose deadline, set or
+// capped by the Tracker, has passed. It wraps context.DeadlineExceeded.
+var ErrServerDeadline = fmt.Errorf("drainkit: deadline set by the server exceeded: %w", context.DeadlineExceeded)
+
+// A Call describes one RPC whose handler is running.
+type Call struct {
+	Method    string    // the full method, "/package.Service/Method"
+	Started   time.Time // when its handler was entered
+	Stream    bool      // a streaming RPC
+	LongLived bool      // a stream marked by WithLongLived
+	Deadline  time.Time // the deadline its handler sees; zero if none
+	Injected  bool      // Deadline was set or capped by the Tracker
+	Cancelled bool      // its context was cancelled by CancelAll or CancelLongLived
+}
+
+// Tracker knows every RPC whose handler is running on the servers it
+// intercepts, and can cancel them and refuse new ones. Create it with
+// NewTracker; its methods are safe for concurrent use.
+type Tracker struct {
+	o *options
+
+	inFlight atomic.Int64
+	waiters  atomic.Int64
+	mu       sync.Mutex    // guards idle
+	idle     chan struct{} // closed when inFlight reaches 0 with waiters
+
+	// Rejections, read under a shard lock by new calls. Each holds the
+	// status error sent to refused clients.
+	rejectAll  atomic.Pointer[error]
+	rejectLong atomic.Pointer[error]
+
+	shards [numShards]shard
+}
+
+// NewTracker returns a Tracker configured by opts. It panics, naming the
+// option, when an option is given a negative duration or a malformed method
+// name, or when WithDefaultTimeout is above WithMaxTimeout.
+func NewTracker(opts ...Option) *Tracker {
+	return &Tracker{o: evaluateOptions(opts)}
+}
+
+// InFlight returns the number of RPCs whose handler is running now.
+func (t *Tracker) InFlight() int { return int(t.inFlight.Load()) }
+
+// Calls returns a snapshot of the RPCs whose handler is running now, oldest
+// first.
+func (t *Tracker) Calls() []Call {
+	calls := make([]Call, 0, t.InFlight())
+	t.each(func(c *call) bool {
+		calls = append(calls, c.Call)
+		return false
+	})
+	slices.SortFunc(calls, func(a, b Call) int { return a.Started.Compare(b.Started) })
+	return calls
+}
+
+// Wait blocks until no handler is running, and returns nil then, or until ctx
+// ends, and returns ctx.Err() then. It is woken by the last handler that
+// returns; it does not poll.
+func (t *Tracker) Wait(ctx context.Context) error {
+	t.waiters.Add(1)
+	defer t.waiters.Add(-1)
+	t.mu.Lock()
+	if t.inFlight.Load() == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.idle == nil {
+		t.idle = make(chan struct{})
+	}
+	idle := t.idle
+	t.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// CancelAll cancels the context of every handler running now, with cause as
+// its context.Cause, and returns how many it cancelled; handlers cancelled
+// before are not counted again. A handler that then returns an error sends
+// its client codes.Unavailable, which clients and balancers retry elsewhere;
+// one that returns a result keeps it. A nil cause stands for ErrShuttingDown.
+func (t *Tracker) CancelAll(cause error) int {
+	return t.cancel(cause, false)
+}
+
+// CancelLongLived is CancelAll restricted to long-lived streams.
+func (t *Tracker) CancelLongLived(cause error) int {
+	return t.cancel(cause, true)
+}
+
+// Reject makes every RPC that arrives from now on fail with
+// codes.Unavailable and the text of cause before its handler runs; refused
+// RPCs are never counted in flight. A nil cause stands for ErrShuttingDown.
+// Calls already running are not affected. Only the first cause given is used.
+func (t *Tracker) Reject(cause error) {
+	t.rejectAll.CompareAndSwap(nil, unavailable(cause))
+}
+
+// RejectLongLived is Reject restricted to long-lived streams.
+func (t *Tracker) RejectLongLived(cause error) {
+	t.rejectLong.CompareAndSwap(nil, unavailable(cause))
+}
+
+func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
+	if cause == nil {
+		cause = ErrShuttingDown
+	}
+	n := 0
+	t.each(func(c *call) bool {
+		if c.Cancelled || longLivedOnly && !c.LongLived {
+			return false
+		}
+		c.Cancelled = true
+		c.cause = cause
+		c.cancel(cause)
+		n++
+		return false
+	})
+	return n
+}
+
+// each calls f on every running call, under the lock of its shard.
+func (t *Tracker) each(f func(*call) bool) {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for c := s.head; c != nil; c = c.next {
+			f(c)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// unavailable returns the status error a client receives when its call is
+// refused or cancelled because the server is shutting down.
+func unavailable(cause error) *error {
+	msg := ErrShuttingDown.Error()
+	if cause != nil && cause != ErrShuttingDown {
+		msg += ": " + cause.Error()
+	}
+	err := status.Error(codes.Unavailable, msg)
+	return &err
+}
+
+// begin registers a call to method whose handler is about to run with ctx,
+// and returns it with the context the handler must see. It returns a status
+// error instead when the call is refused.
+func (t *Tracker) begin(ctx context.Context, method string, stream bool) (*call, context.Context, error) {
+	longLived := false
+	if stream {
+		_, longLived = t.o.longLived[method]
+	}
+	c := callPool.Get().(*call)
+	c.Call = Call{Method: method, Started: time.Now(), Stream: stream, LongLived: longLived}
+	c.Deadline, _ = ctx.Deadline()
+	c.ctx, c.cancel = context.WithCancelCause(ctx)
+	hctx := c.ctx
+	if def, max := t.o.timeouts(method, stream, longLived); def > 0 || max > 0 {
+		switch {
+		case c.Deadline.IsZero() && def > 0:
+			c.Deadline, c.Injected = c.Started.Add(def), true
+		case !c.Deadline.IsZero() && max > 0 && c.Deadline.Sub(c.Started) > max:
+			c.Deadline, c.Injected = c.Started.Add(max), true
+		}
+		if c.Injected {
+			hctx = &deadlineCtx{Context: c.ctx, deadline: c.Deadline}
+			c.arm(c.Deadline.Sub(c.Started))
+		}
+	}
+
+	s := &t.shards[rand.Uint32()%numShards]
+	c.shard = s
+	s.mu.Lock()
+	if err := t.refusal(longLived); err != nil {
+		s.mu.Unlock()
+		c.release()
+		return nil, nil, err
+	}
+	t.inFlight.Add(1)
+	s.push(c)
+	s.mu.Unlock()
+	return c, hctx, nil
+}
+
+// refusal returns the error for a new call, or nil if it may run. It is
+// called under a shard lock, so that a call either sees a rejection or is
+// seen by the cancellations that follow it.
+func (t *Tracker) refusal(longLived bool) error {
+	if p := t.rejectAll.Load(); p != nil {
+		return *p
+	}
+	if longLived {
+		if p := t.rejectLong.Load(); p != nil {
+			return *p
+		}
+	}
+	return nil
+}
+
+// end unregisters c, whose handler returned err, and returns the error its
+// client must receive. It also runs when the handler panics.
+func (t *Tracker) end(c *call, err error) error {
+	s := c.shard
+	s.mu.Lock()
+	s.remove(c)
+	cancelled, cause := c.Cancelled, c.cause
+	s.mu.Unlock()
+	if err != nil && c.ctx.Err() != nil {
+		switch got := context.Cause(c.ctx); {
+		case got == ErrServerDeadline:
+			err = status.Error(codes.DeadlineExceeded, ErrServerDeadline.Error())
+		case cancelled && got == cause:
+			err = *unavailable(cause)
+		}
+	}
+	c.release()
+	if t.inFlight.Add(-1) == 0 && t.waiters.Load() > 0 {
+		t.mu.Lock()
+		if t.idle != nil && t.inFlight.Load() == 0 {
+			close(t.idle)
+			t.idle = nil
+		}
+		t.mu.Unlock()
+	}
+	return err
+}

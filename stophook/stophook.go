@@ -1,0 +1,75 @@
+package stophook
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/drainkit/drainkit/interceptors"
+)
+
+// A Hook is called at each phase of a drain.
+type Hook interface {
+	// OnStop handles one event. It must return when ctx ends; the drain
+	// stops waiting for it then in any case.
+	OnStop(ctx context.Context, e Event) error
+}
+
+// Func adapts an ordinary function to a Hook.
+type Func func(ctx context.Context, e Event) error
+
+// OnStop calls f(ctx, e).
+func (f Func) OnStop(ctx context.Context, e Event) error { return f(ctx, e) }
+
+// A Phase names the moment of a drain at which hooks are called. Phases come
+// in the order they are declared; a drain skips those it does not need.
+type Phase int
+
+const (
+	// DrainStart: the drain has begun. Health reports NOT_SERVING, and the
+	// server still serves everything, new connections included, for the
+	// readiness delay.
+	DrainStart Phase = iota + 1
+	// GoAway: the readiness delay is over. The server has sent GOAWAY,
+	// closed its listeners and cancelled its long-lived streams; it waits
+	// for the other RPCs for the grace period. Servers beside it should stop
+	// accepting work now.
+	GoAway
+	// GraceTimeout: the grace period ran out with RPCs still in flight. New
+	// RPCs are refused and every running handler is being cancelled.
+	GraceTimeout
+	// Forced: handlers outlived their cancellation, or the drain's context
+	// ended; the server is being stopped, every connection closed.
+	Forced
+	// Stopped: no handler runs any more, or those left are leaked. Close
+	// the resources that handlers used: databases, clients, files.
+	Stopped
+)
+
+var phaseNames = [...]string{
+	DrainStart:   "DrainStart",
+	GoAway:       "GoAway",
+	GraceTimeout: "GraceTimeout",
+	Forced:       "Forced",
+	Stopped:      "Stopped",
+}
+
+// String returns the name of the phase, such as "DrainStart".
+func (p Phase) String() string {
+	if p > 0 && int(p) < len(phaseNames) {
+		return phaseNames[p]
+	}
+	return fmt.Sprintf("Phase(%d)", int(p))
+}
+
+// An Event tells a hook where the drain stands.
+type Event struct {
+	Phase     Phase
+	Started   time.Time // when the drain began
+	InFlight  int       // RPCs whose handler was running when the event was sent
+	Cancelled int       // handlers whose context the drain has cancelled so far
+
+	// Leaked lists the handlers still running after the forced stop, at
+	// Stopped; it is empty otherwise. Hooks must not modify it.
+	Leaked []interceptors.Call
+}
