@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,7 @@ type Call struct {
 	Deadline  time.Time // the deadline its handler sees; zero if none
 	Injected  bool      // Deadline was set or capped by the Tracker
 	Cancelled bool      // its context was cancelled by CancelAll or CancelLongLived
+	ServeHTTP bool      // it arrived through grpc.Server.ServeHTTP, not a listener of the server's own
 }
 
 // Tracker knows every RPC whose handler is running on the servers it
@@ -159,7 +161,10 @@ func (t *Tracker) each(f func(*call) bool) {
 // refused or cancelled because the server is shutting down.
 func unavailable(cause error) *error {
 	msg := ErrShuttingDown.Error()
-	if cause != nil && cause != ErrShuttingDown {
+	switch {
+	case errors.Is(cause, ErrShuttingDown):
+		msg = cause.Error()
+	case cause != nil:
 		msg += ": " + cause.Error()
 	}
 	err := status.Error(codes.Unavailable, msg)
@@ -177,6 +182,7 @@ func (t *Tracker) begin(ctx context.Context, method string, stream bool) (*call,
 	c := callPool.Get().(*call)
 	c.Call = Call{Method: method, Started: time.Now(), Stream: stream, LongLived: longLived}
 	c.Deadline, _ = ctx.Deadline()
+	_, c.ServeHTTP = ctx.Value(http.ServerContextKey).(*http.Server)
 	c.ctx, c.cancel = context.WithCancelCause(ctx)
 	hctx := c.ctx
 	if def, max := t.o.timeouts(method, stream, longLived); def > 0 || max > 0 {

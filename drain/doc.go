@@ -1,0 +1,57 @@
+// Package drain shuts a gRPC server down in bounded phases, so that a
+// rollout neither hangs until SIGKILL nor cuts calls that could have
+// finished.
+//
+// grpc.Server.GracefulStop waits for every handler with no deadline and never
+// cancels one; Stop cancels them all and closes the listener at once. A
+// Drainer runs between the two. Drain carries out these phases, in order,
+// each bounded and each skipped when nothing is left to wait for:
+//
+//  1. NotReady: every health service given by WithHealth reports
+//     NOT_SERVING, while the server keeps serving everything, new
+//     connections included, for the readiness delay, so that load balancers
+//     and Kubernetes endpoints (which learn of a terminating pod at the same
+//     time as the pod itself) stop sending it work before it stops listening.
+//  2. Graceful: long-lived streams (see interceptors.WithLongLived) are
+//     cancelled, as they would never end, and new ones are refused with
+//     codes.Unavailable; GracefulStop sends GOAWAY and closes the listeners;
+//     the drain waits up to the grace period for the other RPCs to finish.
+//  3. Cancel: new RPCs are refused with codes.Unavailable, and every running
+//     handler's context is cancelled with cause ErrDraining; the drain waits
+//     up to the cancel grace. A handler that then returns an error sends its
+//     client codes.Unavailable, which clients and balancers retry elsewhere.
+//  4. Force: Stop closes every connection; the drain waits up to the force
+//     wait for handlers, then reports those still running as leaked, with
+//     method and age, and goes on without them.
+//  5. Cleanup: the hooks receive the Stopped event, now that no handler
+//     uses what they close.
+//
+// No wait depends on a handler or a hook returning: Drain returns within
+// Budget whatever they do. When the context given to Drain ends, the waits
+// that remain are skipped and the drain goes straight to Force, as it does
+// on a second signal to Serve. The defaults (no readiness delay, a 20s grace
+// period, 3s cancel grace, 1s force wait and 2s per hook call) fit
+// Kubernetes' default terminationGracePeriodSeconds of 30 with one or two
+// hooks; CheckBudget tells which setting overflows a limit.
+//
+// Hooks (package stophook) receive an event at the start of each phase that
+// runs: DrainStart, GoAway, GraceTimeout, Forced and Stopped. They run one at
+// a time, in reverse order of registration, on a goroutine of the drain's
+// own, beside its waits rather than inside them, so that a slow hook delays
+// later hooks, not the server's shutdown. Each call has its own context,
+// which ends after the hook timeout; a call that outlives it is abandoned and
+// reported, a panic is recovered and reported, and every error is joined
+// into the error of Drain.
+//
+// A server mounted with grpc.Server.ServeHTTP gets no GOAWAY from
+// GracefulStop, which closes those transports at once instead, cutting their
+// calls. When such calls are running at the Graceful phase, the drain waits
+// for the calls it tracks to end (within the grace period) before it calls
+// GracefulStop; the HTTP server's own shutdown, for instance through
+// stophook.HTTPServer, sends GOAWAY on its connections. A server that serves
+// both its own listeners and ServeHTTP therefore sends GOAWAY on its own
+// listeners later than it could.
+//
+// The package never installs signal handlers unless Serve is called, and it
+// logs only through the logger given by WithLogger.
+package drain

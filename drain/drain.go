@@ -1,0 +1,263 @@
+package drain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/stophook"
+)
+
+var (
+	// ErrDraining is the cause with which the drain cancels handlers and
+	// refuses RPCs; clients receive codes.Unavailable with its text.
+	ErrDraining = fmt.Errorf("%w: draining", interceptors.ErrShuttingDown)
+
+	// ErrForced is wrapped by the error of a drain that had to stop the
+	// server by force.
+	ErrForced = errors.New("drain: forced stop")
+
+	// ErrDrained is returned by Serve when the drain has already begun.
+	ErrDrained = errors.New("drain: Serve called after the drain began")
+)
+
+// The phases of a drain, as named in Report.Phases and in the log.
+const (
+	PhaseNotReady = "NotReady"
+	PhaseGraceful = "Graceful"
+	PhaseCancel   = "Cancel"
+	PhaseForce    = "Force"
+	PhaseCleanup  = "Cleanup"
+)
+
+// A Drainer shuts a gRPC server down in bounded phases; see the package
+// documentation. Create it with New. Its methods are safe for concurrent
+// use.
+type Drainer struct {
+	srv *grpc.Server
+	t   *interceptors.Tracker
+	o   options
+
+	// skipCtx ends when the remaining waits are to be skipped: when the
+	// context of a Drain call ends, or a second signal reaches Serve.
+	skipCtx context.Context
+	skip    context.CancelFunc
+
+	mu      sync.Mutex
+	started bool          // guarded by mu
+	done    chan struct{} // closed when the drain has finished
+
+	serverStopped chan struct{} // closed when GracefulStop or Stop has returned
+	stopOnce      sync.Once
+	report  Report        // set before done is closed
+	err     error         // set before done is closed
+}
+
+// New returns a Drainer for srv, whose RPCs t tracks: t's interceptors must
+// be installed on srv. It panics if srv or t is nil, naming it.
+func New(srv *grpc.Server, t *interceptors.Tracker, opts ...Option) *Drainer {
+	if srv == nil {
+		panic("drain: New: nil *grpc.Server")
+	}
+	if t == nil {
+		panic("drain: New: nil *interceptors.Tracker")
+	}
+	o := defaultOptions()
+	for i, opt := range opts {
+		if opt == nil {
+			panic(fmt.Sprintf("drain: New: option %d is nil", i))
+		}
+		opt.apply(&o)
+	}
+	d := &Drainer{srv: srv, t: t, o: o, done: make(chan struct{}), serverStopped: make(chan struct{})}
+	d.skipCtx, d.skip = context.WithCancel(context.Background())
+	return d
+}
+
+// Drain runs the drain once and returns its report. A second or concurrent
+// call waits for the same drain and returns the same result.
+//
+// When ctx ends, the drain skips what remains of its waits and goes straight
+// to the forced stop; it still runs every hook. Drain returns within Budget
+// whatever handlers and hooks do.
+//
+// The error is nil after a clean drain. It wraps ErrForced when the server
+// had to be stopped by force, and joins the errors of the hooks.
+func (d *Drainer) Drain(ctx context.Context) (Report, error) {
+	stop := context.AfterFunc(ctx, d.skip)
+	defer stop()
+	d.mu.Lock()
+	first := !d.started
+	d.started = true
+	d.mu.Unlock()
+	if first {
+		d.report, d.err = d.run()
+		close(d.done)
+	}
+	<-d.done
+	r := d.report
+	r.Leaked = slices.Clone(r.Leaked)
+	r.Phases = slices.Clone(r.Phases)
+	return r, d.err
+}
+
+// run carries out the phases.
+func (d *Drainer) run() (Report, error) {
+	r := Report{Started: time.Now()}
+	hooks := d.startHooks()
+
+	d.enter(&r, PhaseNotReady)
+	for _, h := range d.o.health {
+		h.Shutdown()
+	}
+	hooks.send(stophook.DrainStart, &r, d.t.InFlight())
+	d.sleep(d.o.readinessDelay)
+
+	clean := false
+	var graceful chan struct{} // closed when GracefulStop returns
+	if !d.skipped() {
+		d.enter(&r, PhaseGraceful)
+		deadline := time.Now().Add(d.o.gracePeriod)
+		d.t.RejectLongLived(ErrDraining)
+		r.Cancelled += d.t.CancelLongLived(ErrDraining)
+		hooks.send(stophook.GoAway, &r, d.t.InFlight())
+		if d.servingHTTP() {
+			// GracefulStop would close the transports of ServeHTTP at
+			// once, cutting their calls: the HTTP server's own shutdown
+			// sends GOAWAY there, so wait for the calls first.
+			d.wait(time.Until(deadline), nil)
+		}
+		graceful = make(chan struct{})
+		go func() {
+			d.srv.GracefulStop()
+			close(graceful)
+			d.stopOnce.Do(func() { close(d.serverStopped) })
+		}()
+		clean = d.wait(time.Until(deadline), graceful)
+	}
+
+	if !clean && !d.skipped() && d.t.InFlight() > 0 {
+		d.enter(&r, PhaseCancel)
+		d.t.Reject(ErrDraining)
+		r.Cancelled += d.t.CancelAll(ErrDraining)
+		hooks.send(stophook.GraceTimeout, &r, d.t.InFlight())
+		clean = d.wait(d.o.cancelGrace, graceful)
+	}
+
+	if !clean {
+		d.enter(&r, PhaseForce)
+		r.Forced = true
+		d.t.Reject(ErrDraining)
+		r.Cancelled += d.t.CancelAll(ErrDraining)
+		hooks.send(stophook.Forced, &r, d.t.InFlight())
+		stopped := make(chan struct{})
+		go func() {
+			d.srv.Stop()
+			close(stopped)
+			d.stopOnce.Do(func() { close(d.serverStopped) })
+		}()
+		// The forced stop is not skipped: it is short, and it lets
+		// handlers that honour their context return.
+		d.waitUnskippable(d.o.forceWait, stopped)
+		r.Leaked = d.t.Calls()
+	}
+
+	d.enter(&r, PhaseCleanup)
+	hooks.send(stophook.Stopped, &r, d.t.InFlight())
+	errs := hooks.finish()
+	d.leave(&r)
+	r.Duration = time.Since(r.Started)
+
+	level := slog.LevelInfo
+	if r.Forced {
+		level = slog.LevelWarn
+		errs = append([]error{fmt.Errorf("%w: %d handler(s) leaked", ErrForced, len(r.Leaked))}, errs...)
+	}
+	d.o.logger.LogAttrs(context.Background(), level, "drain finished", slog.Any("report", r))
+	return r, errors.Join(errs...)
+}
+
+// enter ends the current phase of r and begins the named one.
+func (d *Drainer) enter(r *Report, name string) {
+	d.leave(r)
+	n := d.t.InFlight()
+	r.Phases = append(r.Phases, PhaseReport{Name: name, InFlight: n, started: time.Now()})
+	d.o.logger.LogAttrs(context.Background(), slog.LevelInfo, "drain phase",
+		slog.String("phase", name), slog.Int("in_flight", n))
+}
+
+// leave records the duration of the current phase of r.
+func (d *Drainer) leave(r *Report) {
+	if len(r.Phases) > 0 {
+		p := &r.Phases[len(r.Phases)-1]
+		p.Duration = time.Since(p.started)
+	}
+}
+
+// skipped reports whether the remaining waits are to be skipped.
+func (d *Drainer) skipped() bool { return d.skipCtx.Err() != nil }
+
+// servingHTTP reports whether a call that arrived through ServeHTTP is
+// running.
+func (d *Drainer) servingHTTP() bool {
+	for _, c := range d.t.Calls() {
+		if c.ServeHTTP {
+			return true
+		}
+	}
+	return false
+}
+
+// sleep waits for dur, or until the waits are skipped.
+func (d *Drainer) sleep(dur time.Duration) {
+	if dur <= 0 || d.skipped() {
+		return
+	}
+	timer := time.NewTimer(dur)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-d.skipCtx.Done():
+	}
+}
+
+// wait waits up to timeout, or until the waits are skipped, for no handler
+// to run and for done, unless nil, to be closed. It reports whether both
+// happened. It is woken by the events it waits for; it does not poll.
+func (d *Drainer) wait(timeout time.Duration, done <-chan struct{}) bool {
+	return d.waitUnder(d.skipCtx, timeout, done)
+}
+
+// waitUnskippable is wait without the skipping.
+func (d *Drainer) waitUnskippable(timeout time.Duration, done <-chan struct{}) bool {
+	return d.waitUnder(context.Background(), timeout, done)
+}
+
+func (d *Drainer) waitUnder(parent context.Context, timeout time.Duration, done <-chan struct{}) bool {
+	ctx, cancel := context.WithTimeout(parent, max(timeout, 0))
+	defer cancel()
+	if d.t.InFlight() > 0 && d.t.Wait(ctx) != nil {
+		return false
+	}
+	if done == nil {
+		return true
+	}
+	select {
+	case <-done:
+		return true
+	default:
+	}
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

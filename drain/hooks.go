@@ -1,0 +1,117 @@
+package drain
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"slices"
+	"time"
+
+	"github.com/drainkit/drainkit/stophook"
+)
+
+// A HookError is the error of one hook call. It unwraps to the hook's own
+// error, to context.DeadlineExceeded when the hook outlived its timeout, or
+// to a *PanicError when the hook panicked.
+type HookError struct {
+	Hook  string // the hook's position in registration order and its type, or its String
+	Phase stophook.Phase
+	Err   error
+}
+
+func (e *HookError) Error() string {
+	return fmt.Sprintf("drain: %s at %v: %v", e.Hook, e.Phase, e.Err)
+}
+
+func (e *HookError) Unwrap() error { return e.Err }
+
+// A PanicError carries the value with which a hook panicked.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
+
+// hookRunner calls the hooks of one drain, one at a time, on a goroutine of
+// its own, so that hooks run beside the waits of the drain instead of adding
+// to them.
+type hookRunner struct {
+	hooks   []stophook.Hook // in registration order
+	timeout time.Duration
+	events  chan stophook.Event
+	done    chan struct{}
+	errs    []error // owned by the runner's goroutine until done is closed
+}
+
+func (d *Drainer) startHooks() *hookRunner {
+	h := &hookRunner{
+		hooks:   d.o.hooks,
+		timeout: d.o.hookTimeout,
+		events:  make(chan stophook.Event, int(stophook.Stopped)),
+		done:    make(chan struct{}),
+	}
+	go h.run()
+	return h
+}
+
+// send queues the event of phase p for the hooks.
+func (h *hookRunner) send(p stophook.Phase, r *Report, inFlight int) {
+	e := stophook.Event{Phase: p, Started: r.Started, InFlight: inFlight, Cancelled: r.Cancelled}
+	if p == stophook.Stopped {
+		e.Leaked = slices.Clone(r.Leaked)
+	}
+	h.events <- e
+}
+
+// finish waits for the hooks to handle every event sent and returns their
+// errors. Every call is bounded by the timeout, so finish is too.
+func (h *hookRunner) finish() []error {
+	close(h.events)
+	<-h.done
+	return h.errs
+}
+
+func (h *hookRunner) run() {
+	defer close(h.done)
+	for e := range h.events {
+		for i := len(h.hooks) - 1; i >= 0; i-- {
+			if err := h.call(i, e); err != nil {
+				h.errs = append(h.errs, err)
+			}
+		}
+	}
+}
+
+// call calls hook i with e, and gives up on it when its timeout passes: the
+// call is then left to return on its own.
+func (h *hookRunner) call(i int, e stophook.Event) (err error) {
+	hook := h.hooks[i]
+	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	defer cancel()
+	result := make(chan error, 1)
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				result <- &PanicError{Value: v, Stack: debug.Stack()}
+			}
+		}()
+		result <- hook.OnStop(ctx, e)
+	}()
+	select {
+	case err = <-result:
+	case <-ctx.Done():
+		err = fmt.Errorf("did not return within %v: %w", h.timeout, ctx.Err())
+	}
+	if err == nil {
+		return nil
+	}
+	return &HookError{Hook: hookName(i, hook), Phase: e.Phase, Err: err}
+}
+
+func hookName(i int, h stophook.Hook) string {
+	if s, ok := h.(fmt.Stringer); ok {
+		return fmt.Sprintf("hook %d (%s)", i, s)
+	}
+	return fmt.Sprintf("hook %d (%T)", i, h)
+}
