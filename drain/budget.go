@@ -6,30 +6,27 @@ import (
 )
 
 // Budget returns the worst-case duration of Drain: no behaviour of handlers
-// or hooks makes it take longer (but for a few milliseconds of work between
-// the waits). Compare it with Kubernetes' terminationGracePeriodSeconds or
-// systemd's TimeoutStopSec, or let CheckBudget do it.
+// or hooks makes it take longer, but for the few milliseconds of work
+// between the waits. Compare it with Kubernetes' terminationGracePeriodSeconds
+// or systemd's TimeoutStopSec, or let CheckBudget do it.
 //
-// The phases' waits add up: readiness delay, grace period, cancel grace and
-// force wait. Hooks run beside them, one call at a time, each call bounded
-// by the hook timeout; they add to the total only what they can overrun, at
-// most the hook timeout times the number of hooks for each of the five
-// events, and never less than that once for the Stopped event, which comes
-// last.
+// It is the sum of the waits (readiness delay, grace period, cancel grace and
+// force wait) and of one hook timeout per hook. Hooks handle the events
+// before Stopped beside the waits, and never past the longest the waits can
+// take; the Stopped event comes after the waits, and each hook may take up
+// to its timeout to handle it.
 func (d *Drainer) Budget() time.Duration {
-	perEvent := time.Duration(len(d.o.hooks)) * d.o.hookTimeout
-	var end time.Duration // when the hook runner is done at the latest
-	for _, sent := range d.eventTimes() {
-		end = max(end, sent) + perEvent
-	}
-	return end
+	return d.waits() + d.stoppedHooks()
 }
 
-// eventTimes returns the latest time, from the start of the drain, at which
-// each of the five events can be sent.
-func (d *Drainer) eventTimes() [5]time.Duration {
-	r, g, c, f := d.o.readinessDelay, d.o.gracePeriod, d.o.cancelGrace, d.o.forceWait
-	return [5]time.Duration{0, r, r + g, r + g + c, r + g + c + f}
+// waits returns the longest the phases' waits can take together.
+func (d *Drainer) waits() time.Duration {
+	return d.o.readinessDelay + d.o.gracePeriod + d.o.cancelGrace + d.o.forceWait
+}
+
+// stoppedHooks returns the longest the hooks can take to handle Stopped.
+func (d *Drainer) stoppedHooks() time.Duration {
+	return time.Duration(len(d.o.hooks)) * d.o.hookTimeout
 }
 
 // CheckBudget returns nil if Budget is within limit, and otherwise an error
@@ -40,7 +37,6 @@ func (d *Drainer) CheckBudget(limit time.Duration) error {
 	if budget <= limit {
 		return nil
 	}
-	hooks := budget - d.eventTimes()[4]
 	parts := []struct {
 		name string
 		d    time.Duration
@@ -49,10 +45,10 @@ func (d *Drainer) CheckBudget(limit time.Duration) error {
 		{"the grace period (WithGracePeriod)", d.o.gracePeriod},
 		{"the cancel grace (WithCancelGrace)", d.o.cancelGrace},
 		{"the force wait (WithForceWait)", d.o.forceWait},
-		{fmt.Sprintf("the hooks (%d hooks, WithHookTimeout %v each per event)", len(d.o.hooks), d.o.hookTimeout), hooks},
+		{fmt.Sprintf("the hooks (%d × WithHookTimeout %v)", len(d.o.hooks), d.o.hookTimeout), d.stoppedHooks()},
 	}
 	var sum time.Duration
-	culprit := parts[len(parts)-1].name
+	culprit := ""
 	for _, p := range parts {
 		sum += p.d
 		if sum > limit {
@@ -61,5 +57,5 @@ func (d *Drainer) CheckBudget(limit time.Duration) error {
 		}
 	}
 	return fmt.Errorf("drain: worst case %v exceeds the limit of %v: readiness delay %v + grace period %v + cancel grace %v + force wait %v + hooks %v; %s takes it past the limit",
-		budget, limit, d.o.readinessDelay, d.o.gracePeriod, d.o.cancelGrace, d.o.forceWait, hooks, culprit)
+		budget, limit, d.o.readinessDelay, d.o.gracePeriod, d.o.cancelGrace, d.o.forceWait, d.stoppedHooks(), culprit)
 }

@@ -31,7 +31,7 @@
 // that remain are skipped and the drain goes straight to Force, as it does
 // on a second signal to Serve. The defaults (no readiness delay, a 20s grace
 // period, 3s cancel grace, 1s force wait and 2s per hook call) fit
-// Kubernetes' default terminationGracePeriodSeconds of 30 with one or two
+// Kubernetes' default terminationGracePeriodSeconds of 30 with up to three
 // hooks; CheckBudget tells which setting overflows a limit.
 //
 // Hooks (package stophook) receive an event at the start of each phase that
@@ -39,9 +39,11 @@
 // a time, in reverse order of registration, on a goroutine of the drain's
 // own, beside its waits rather than inside them, so that a slow hook delays
 // later hooks, not the server's shutdown. Each call has its own context,
-// which ends after the hook timeout; a call that outlives it is abandoned and
-// reported, a panic is recovered and reported, and every error is joined
-// into the error of Drain.
+// which ends after the hook timeout, and for the events before Stopped no
+// later than the longest the waits can take; a call that outlives its
+// context is abandoned and reported, a panic is recovered and reported, and
+// every error is joined into the error of Drain. So hooks add to the worst
+// case only their handling of Stopped: one hook timeout per hook.
 //
 // A server mounted with grpc.Server.ServeHTTP gets no GOAWAY from
 // GracefulStop, which closes those transports at once instead, cutting their

@@ -111,7 +111,7 @@ func (d *Drainer) Drain(ctx context.Context) (Report, error) {
 // run carries out the phases.
 func (d *Drainer) run() (Report, error) {
 	r := Report{Started: time.Now()}
-	hooks := d.startHooks()
+	hooks := d.startHooks(r.Started)
 
 	d.enter(&r, PhaseNotReady)
 	for _, h := range d.o.health {

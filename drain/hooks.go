@@ -39,15 +39,17 @@ func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 type hookRunner struct {
 	hooks   []stophook.Hook // in registration order
 	timeout time.Duration
+	cutoff  time.Time // no call for an event before Stopped lasts past it
 	events  chan stophook.Event
 	done    chan struct{}
 	errs    []error // owned by the runner's goroutine until done is closed
 }
 
-func (d *Drainer) startHooks() *hookRunner {
+func (d *Drainer) startHooks(started time.Time) *hookRunner {
 	h := &hookRunner{
 		hooks:   d.o.hooks,
 		timeout: d.o.hookTimeout,
+		cutoff:  started.Add(d.waits()),
 		events:  make(chan stophook.Event, int(stophook.Stopped)),
 		done:    make(chan struct{}),
 	}
@@ -83,11 +85,16 @@ func (h *hookRunner) run() {
 	}
 }
 
-// call calls hook i with e, and gives up on it when its timeout passes: the
-// call is then left to return on its own.
+// call calls hook i with e, and gives up on it when its timeout passes, or
+// for an event before Stopped, at the cutoff: the call is then left to
+// return on its own.
 func (h *hookRunner) call(i int, e stophook.Event) (err error) {
 	hook := h.hooks[i]
-	ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
+	deadline := time.Now().Add(h.timeout)
+	if e.Phase != stophook.Stopped && h.cutoff.Before(deadline) {
+		deadline = h.cutoff
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	result := make(chan error, 1)
 	go func() {
@@ -101,7 +108,7 @@ func (h *hookRunner) call(i int, e stophook.Event) (err error) {
 	select {
 	case err = <-result:
 	case <-ctx.Done():
-		err = fmt.Errorf("did not return within %v: %w", h.timeout, ctx.Err())
+		err = fmt.Errorf("did not return in time (hook timeout %v): %w", h.timeout, ctx.Err())
 	}
 	if err == nil {
 		return nil

@@ -29,27 +29,30 @@ type PhaseReport struct {
 	started time.Time
 }
 
+// round renders d for people: milliseconds with at most three decimals.
+func round(d time.Duration) string { return d.Round(time.Microsecond).String() }
+
 // LogValue presents the report as one group: duration, forced, cancelled,
 // each phase with its duration and in-flight count, and each leaked handler
 // with its method and age.
 func (r Report) LogValue() slog.Value {
 	phases := make([]slog.Attr, len(r.Phases))
 	for i, p := range r.Phases {
-		phases[i] = slog.Group(p.Name, slog.Duration("duration", p.Duration), slog.Int("in_flight", p.InFlight))
+		phases[i] = slog.Group(p.Name, slog.String("duration", round(p.Duration)), slog.Int("in_flight", p.InFlight))
 	}
 	attrs := []slog.Attr{
-		slog.Duration("duration", r.Duration),
+		slog.String("duration", round(r.Duration)),
 		slog.Bool("forced", r.Forced),
 		slog.Int("cancelled", r.Cancelled),
 		{Key: "phases", Value: slog.GroupValue(phases...)},
 	}
 	if len(r.Leaked) > 0 {
 		end := r.Started.Add(r.Duration)
-		leaked := make([]slog.Attr, len(r.Leaked))
+		leaked := make([]string, len(r.Leaked))
 		for i, c := range r.Leaked {
-			leaked[i] = slog.Group(c.Method, slog.Duration("age", end.Sub(c.Started)), slog.Bool("stream", c.Stream))
+			leaked[i] = c.Method + " (age " + round(end.Sub(c.Started)) + ")"
 		}
-		attrs = append(attrs, slog.Int("leaked", len(r.Leaked)), slog.Attr{Key: "leaked_handlers", Value: slog.GroupValue(leaked...)})
+		attrs = append(attrs, slog.Int("leaked", len(r.Leaked)), slog.Any("leaked_handlers", leaked))
 	}
 	return slog.GroupValue(attrs...)
 }

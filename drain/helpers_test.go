@@ -1,0 +1,117 @@
+package drain_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/drainkit/drainkit/interceptors"
+)
+
+// serveTestTimeout bounds every wait of the tests of Serve, of the HTTP
+// tests and of the benchmarks for something that must happen.
+const serveTestTimeout = 10 * time.Second
+
+// serveReceive returns the next value from c, or fails tb after
+// serveTestTimeout.
+func serveReceive[T any](tb testing.TB, c <-chan T, what string) T {
+	tb.Helper()
+	timer := time.NewTimer(serveTestTimeout)
+	defer timer.Stop()
+	select {
+	case v := <-c:
+		return v
+	case <-timer.C:
+		tb.Fatalf("timed out after %v waiting for %s", serveTestTimeout, what)
+		panic("unreachable")
+	}
+}
+
+// serveService is a TestService whose UnaryCall runs the function given by
+// the test.
+type serveService struct {
+	testgrpc.UnimplementedTestServiceServer
+	unary func(ctx context.Context) error
+}
+
+func (s *serveService) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	if err := s.unary(ctx); err != nil {
+		return nil, err
+	}
+	return &testpb.SimpleResponse{}, nil
+}
+
+// serveNewServer returns a gRPC server whose RPCs tr tracks, with svc as its
+// TestService (unless nil) and hs as its health service.
+func serveNewServer(tr *interceptors.Tracker, svc testgrpc.TestServiceServer, hs *health.Server) *grpc.Server {
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(tr.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(tr.StreamServerInterceptor()),
+	)
+	if svc != nil {
+		testgrpc.RegisterTestServiceServer(srv, svc)
+	}
+	healthpb.RegisterHealthServer(srv, hs)
+	return srv
+}
+
+// serveStart serves srv on lis in the background; the returned channel
+// receives the error of srv.Serve.
+func serveStart(srv *grpc.Server, lis net.Listener) <-chan error {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	return served
+}
+
+// serveListenLocal listens on a free port of 127.0.0.1.
+func serveListenLocal(tb testing.TB) net.Listener {
+	tb.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("net.Listen() = %v", err)
+	}
+	return lis
+}
+
+// serveDialAddr returns a client connection to addr, closed when tb ends.
+func serveDialAddr(tb testing.TB, addr string) *grpc.ClientConn {
+	tb.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatalf("grpc.NewClient(%q) = %v", addr, err)
+	}
+	tb.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// serveDialBuf returns a client connection to lis, which the caller closes.
+func serveDialBuf(tb testing.TB, lis *bufconn.Listener) *grpc.ClientConn {
+	tb.Helper()
+	cc, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatalf("grpc.NewClient() = %v", err)
+	}
+	return cc
+}
+
+// serveWaitReady makes one health check on cc, waiting for the connection
+// to be ready, so that the server is known to be serving.
+func serveWaitReady(tb testing.TB, cc *grpc.ClientConn) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), serveTestTimeout)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+		tb.Fatalf("Check() = %v, want nil", err)
+	}
+}
