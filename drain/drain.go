@@ -56,8 +56,8 @@ type Drainer struct {
 
 	serverStopped chan struct{} // closed when GracefulStop or Stop has returned
 	stopOnce      sync.Once
-	report  Report        // set before done is closed
-	err     error         // set before done is closed
+	report        Report // set before done is closed
+	err           error  // set before done is closed
 }
 
 // New returns a Drainer for srv, whose RPCs t tracks: t's interceptors must

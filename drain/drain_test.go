@@ -43,9 +43,9 @@ const (
 type service struct {
 	testgrpc.UnimplementedTestServiceServer
 	stubborn bool
-	started  chan string        // receives the method of each handler that starts
-	release  chan struct{}      // closed to let unary handlers return
-	causes   chan error         // receives context.Cause of each handler that saw its context end
+	started  chan string   // receives the method of each handler that starts
+	release  chan struct{} // closed to let unary handlers return
+	causes   chan error    // receives context.Cause of each handler that saw its context end
 }
 
 func newService(stubborn bool) *service {
