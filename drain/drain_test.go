@@ -19,7 +19,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
@@ -57,22 +56,22 @@ func newService(stubborn bool) *service {
 	}
 }
 
-func (s *service) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+func (s *service) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	s.started <- unaryMethod
 	if s.stubborn {
 		<-s.release
-		return &testpb.SimpleResponse{}, nil
+		return &testgrpc.SimpleResponse{}, nil
 	}
 	select {
 	case <-s.release:
-		return &testpb.SimpleResponse{}, nil
+		return &testgrpc.SimpleResponse{}, nil
 	case <-ctx.Done():
 		s.causes <- context.Cause(ctx)
 		return nil, ctx.Err()
 	}
 }
 
-func (s *service) StreamingOutputCall(_ *testpb.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
+func (s *service) StreamingOutputCall(_ *testgrpc.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
 	s.started <- streamMethod
 	<-stream.Context().Done()
 	s.causes <- context.Cause(stream.Context())
@@ -130,7 +129,7 @@ func startCall(t *testing.T, cc *grpc.ClientConn, svc *service) <-chan error {
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(context.Background(), &testpb.SimpleRequest{})
+		_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
 		errc <- err
 	}()
 	waitStarted(t, svc, unaryMethod)
@@ -142,7 +141,7 @@ func startCall(t *testing.T, cc *grpc.ClientConn, svc *service) <-chan error {
 func startStream(t *testing.T, cc *grpc.ClientConn, svc *service) <-chan error {
 	t.Helper()
 	errc := make(chan error, 1)
-	stream, err := testgrpc.NewTestServiceClient(cc).StreamingOutputCall(context.Background(), &testpb.StreamingOutputCallRequest{})
+	stream, err := testgrpc.NewTestServiceClient(cc).StreamingOutputCall(context.Background(), &testgrpc.StreamingOutputCallRequest{})
 	if err != nil {
 		t.Fatalf("StreamingOutputCall() = %v", err)
 	}
@@ -277,7 +276,7 @@ func TestDrainNotReadyKeepsServing(t *testing.T) {
 	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Errorf("health Check() during the readiness delay = %v, %v; want NOT_SERVING, nil", resp.GetStatus(), err)
 	}
-	if _, err := testgrpc.NewTestServiceClient(cc).UnaryCall(context.Background(), &testpb.SimpleRequest{}); err != nil {
+	if _, err := testgrpc.NewTestServiceClient(cc).UnaryCall(context.Background(), &testgrpc.SimpleRequest{}); err != nil {
 		t.Errorf("UnaryCall() during the readiness delay = %v, want nil", err)
 	}
 	select {

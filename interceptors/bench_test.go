@@ -10,7 +10,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/drainkit/drainkit/interceptors"
@@ -22,12 +21,12 @@ type benchService struct {
 	testgrpc.UnimplementedTestServiceServer
 }
 
-func (benchService) UnaryCall(context.Context, *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	return &testpb.SimpleResponse{}, nil
+func (benchService) UnaryCall(context.Context, *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	return &testgrpc.SimpleResponse{}, nil
 }
 
-func (benchService) StreamingOutputCall(_ *testpb.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
-	return stream.Send(&testpb.StreamingOutputCallResponse{})
+func (benchService) StreamingOutputCall(_ *testgrpc.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
+	return stream.Send(&testgrpc.StreamingOutputCallResponse{})
 }
 
 // benchClient serves benchService over bufconn with opts and returns a client.
@@ -74,7 +73,7 @@ func BenchmarkUnary(b *testing.B) {
 	for _, s := range benchServers {
 		b.Run(s.name, func(b *testing.B) {
 			client := benchClient(b, s.opts()...)
-			req := &testpb.SimpleRequest{}
+			req := &testgrpc.SimpleRequest{}
 			b.ReportAllocs()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -93,7 +92,7 @@ func BenchmarkServerStream(b *testing.B) {
 	for _, s := range benchServers {
 		b.Run(s.name, func(b *testing.B) {
 			client := benchClient(b, s.opts()...)
-			req := &testpb.StreamingOutputCallRequest{}
+			req := &testgrpc.StreamingOutputCallRequest{}
 			b.ReportAllocs()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
