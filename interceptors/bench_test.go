@@ -60,9 +60,9 @@ var benchServers = []struct {
 	name string
 	opts func() []grpc.ServerOption
 }{
-	{"bare", func() []grpc.ServerOption { return nil }},
-	{"tracking", func() []grpc.ServerOption { return trackerOptions(interceptors.NewTracker()) }},
-	{"full", func() []grpc.ServerOption {
+	{"server=bare", func() []grpc.ServerOption { return nil }},
+	{"server=tracking", func() []grpc.ServerOption { return trackerOptions(interceptors.NewTracker()) }},
+	{"server=full", func() []grpc.ServerOption {
 		return trackerOptions(interceptors.NewTracker(
 			interceptors.WithDefaultTimeout(time.Minute),
 			interceptors.WithStreamTimeout(time.Minute)))

@@ -35,9 +35,10 @@ func WithDefaultTimeout(d time.Duration) Option {
 }
 
 // WithMaxTimeout caps the deadline of every unary call at d from the moment
-// its handler starts, the deadline sent by the client included. The default is
-// 0: no cap. It panics if d is negative; NewTracker panics if d is below the
-// default timeout.
+// its handler starts, the deadline sent by the client included; a call that
+// arrives without a deadline, and gets none from WithDefaultTimeout, gets d.
+// The default is 0: no cap. It panics if d is negative; NewTracker panics if
+// d is below the default timeout.
 func WithMaxTimeout(d time.Duration) Option {
 	mustNotBeNegative("WithMaxTimeout", d)
 	return optionFunc(func(o *options) { o.maxTimeout = d })
@@ -103,6 +104,9 @@ func (o *options) timeouts(method string, stream, longLived bool) (def, max time
 		return d, d
 	}
 	if !stream {
+		if o.defaultTimeout == 0 {
+			return o.maxTimeout, o.maxTimeout
+		}
 		return o.defaultTimeout, o.maxTimeout
 	}
 	if longLived {
@@ -121,7 +125,7 @@ func mustBeFullMethod(option, m string) {
 	if m == "" {
 		panic(fmt.Sprintf("interceptors: %s: empty method name", option))
 	}
-	if !strings.HasPrefix(m, "/") || strings.Count(m, "/") != 2 || strings.HasSuffix(m, "/") {
+	if !strings.HasPrefix(m, "/") || strings.Count(m, "/") != 2 || strings.HasPrefix(m, "//") || strings.HasSuffix(m, "/") {
 		panic(fmt.Sprintf("interceptors: %s(%q): not a full method name of the form \"/package.Service/Method\"", option, m))
 	}
 }

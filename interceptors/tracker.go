@@ -101,8 +101,9 @@ func (t *Tracker) Wait(ctx context.Context) error {
 }
 
 // CancelAll cancels the context of every handler running now, with cause as
-// its context.Cause, and returns how many it cancelled; handlers cancelled
-// before are not counted again. A handler that then returns an error sends
+// its context.Cause, and returns how many it cancelled; handlers whose context
+// has ended already, cancelled before or by their client or deadline, keep
+// their cause and are not counted. A handler that then returns an error sends
 // its client codes.Unavailable, which clients and balancers retry elsewhere;
 // one that returns a result keeps it. A nil cause stands for ErrShuttingDown.
 func (t *Tracker) CancelAll(cause error) int {
@@ -133,7 +134,9 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 	}
 	n := 0
 	t.each(func(c *call) bool {
-		if c.Cancelled || longLivedOnly && !c.LongLived {
+		// A context that has ended already, by its client or its deadline,
+		// keeps its cause and is not counted.
+		if c.Cancelled || longLivedOnly && !c.LongLived || c.ctx.Err() != nil {
 			return false
 		}
 		c.Cancelled = true
@@ -236,10 +239,12 @@ func (t *Tracker) end(c *call, err error) error {
 	cancelled, cause := c.Cancelled, c.cause
 	s.mu.Unlock()
 	if err != nil && c.ctx.Err() != nil {
-		switch got := context.Cause(c.ctx); {
-		case got == ErrServerDeadline:
+		// cause is not compared with context.Cause: errors of some types
+		// cannot be compared with ==.
+		switch {
+		case context.Cause(c.ctx) == ErrServerDeadline:
 			err = status.Error(codes.DeadlineExceeded, ErrServerDeadline.Error())
-		case cancelled && got == cause:
+		case cancelled:
 			err = *unavailable(cause)
 		}
 	}
