@@ -1,0 +1,82 @@
+// Package keepalive is a set of gRPC server keepalive settings that agree
+// with a drain: connections are renewed often enough for clients to spread
+// over new servers, each renewal is as gentle as a drain, dead peers are
+// found within a minute and a half, and well-behaved clients are never cut
+// for pinging.
+//
+// ServerOptions returns the options to give grpc.NewServer:
+//
+//	srv := grpc.NewServer(append(keepalive.ServerOptions(),
+//		grpc.ChainUnaryInterceptor(tracker.UnaryServerInterceptor()),
+//		grpc.ChainStreamInterceptor(tracker.StreamServerInterceptor()),
+//	)...)
+//
+// Parameters returns the same settings as grpc's keepalive.ServerParameters
+// and keepalive.EnforcementPolicy, for a test or a program to check them.
+//
+// # The defaults, and why
+//
+// MaxConnectionAge, 5 minutes: HTTP/2 connections live as long as both ends
+// do, so clients keep talking to the servers they first reached, and servers
+// started later (a scale-up, the second half of a rolling update) get no
+// traffic from them. When a connection reaches its age the server sends
+// GOAWAY; clients open a new connection, which the load balancer, or the
+// client's resolver, may send to any server, and spread over all servers
+// within minutes. grpc adds a random
+// jitter of ±10% to each connection's age, so that connections opened
+// together are not renewed together. A renewal costs one handshake per
+// client every few minutes; RPCs are not affected: the new ones go to the
+// new connection, and those in flight finish on the old one.
+//
+// MaxConnectionAgeGrace, 20 seconds: after GOAWAY, the RPCs in flight on an
+// aged connection get this long to finish before the connection is closed.
+// It is the drain's default grace period (drain.WithGracePeriod), because
+// the renewal of a connection is a drain in small: GOAWAY, a grace period,
+// then a cut. With both equal, an RPC that would survive a drain survives a
+// renewal, and one that would not is cut in both cases; a client that copes
+// with one copes with the other. (grpc closes an aged connection up to a
+// second after its grace period, once it has flushed what it had to send.) If you change the drain's grace period,
+// give the same value to WithGracePeriod. Streams that never end by
+// themselves (watches, subscriptions) are cut at the end of the grace, every
+// MaxConnectionAge or so, with codes.Unavailable: their clients must open
+// them again, as they must after a drain.
+//
+// MaxConnectionIdle, off: an idle connection costs the server little, dead
+// ones are found by the pings below, and every connection is renewed at its
+// age anyway. Closing idle connections earlier would make the next RPC of
+// each quiet client wait for a new connection and its handshake.
+//
+// Time, 1 minute, and Timeout, 20 seconds: a server whose connection has
+// carried nothing for Time pings the client, and closes the connection if
+// no answer comes within Timeout. grpc's default Time, 2 hours, keeps a
+// connection to a vanished client (a killed pod, a lost node, a NAT entry
+// dropped) and the streams on it for hours. One minute finds it within a
+// minute and a half, and keeps idle connections alive through the load
+// balancers and NAT gateways that drop idle flows after a few minutes. It
+// costs one small frame each way per idle minute. Timeout is grpc's default;
+// grpc also uses it as the connection's TCP_USER_TIMEOUT.
+//
+// MinTime, 5 seconds, and PermitWithoutStream, true: the enforcement policy
+// says how often clients may ping. grpc's default, 5 minutes, and no pings
+// without RPCs, makes the server send GOAWAY with "too_many_pings" and close
+// the connection of every client whose keepalive is set below 5 minutes, or
+// which pings while idle: common settings, chosen to keep connections alive
+// through proxies. Those clients would see their RPCs fail for no fault of
+// theirs. grpc-go clients never ping more often than every 10 seconds, so 5
+// seconds leaves every well-behaved client alone, while a client that pings
+// faster, three times in a row, is still cut. Pings without RPCs are allowed
+// because they are how a client keeps an idle connection ready; they are
+// subject to MinTime like the others.
+//
+// # Relation with the drain
+//
+// This package does not depend on package drain, and the drain does not
+// need it: a drain sends GOAWAY to every connection whatever its age, and
+// waits for its own grace period. What they share is the grace period, which
+// should be the same, and the client's experience: a connection that ends,
+// by age or by drain, ends with GOAWAY, time to finish, then a cut.
+//
+// Clients may set keepalive.ClientParameters with a Time of 10 seconds or
+// more, and PermitWithoutStream either way; a Time below MinTime breaks the
+// policy, as grpc documents.
+package keepalive
