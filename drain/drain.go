@@ -98,7 +98,7 @@ func (d *Drainer) Drain(ctx context.Context) (Report, error) {
 	d.started = true
 	d.mu.Unlock()
 	if first {
-		d.report, d.err = d.run()
+		d.report, d.err = d.run(context.WithoutCancel(ctx))
 		close(d.done)
 	}
 	<-d.done
@@ -108,10 +108,11 @@ func (d *Drainer) Drain(ctx context.Context) (Report, error) {
 	return r, d.err
 }
 
-// run carries out the phases.
-func (d *Drainer) run() (Report, error) {
+// run carries out the phases. Hooks and the log get the values of ctx, such
+// as the caller's trace, but not its cancellation.
+func (d *Drainer) run(ctx context.Context) (Report, error) {
 	r := Report{Started: time.Now()}
-	hooks := d.startHooks(r.Started)
+	hooks := d.startHooks(ctx, r.Started)
 
 	d.enter(&r, PhaseNotReady)
 	for _, h := range d.o.health {
@@ -180,7 +181,7 @@ func (d *Drainer) run() (Report, error) {
 		level = slog.LevelWarn
 		errs = append([]error{fmt.Errorf("%w: %d handler(s) leaked", ErrForced, len(r.Leaked))}, errs...)
 	}
-	d.o.logger.LogAttrs(context.Background(), level, "drain finished", slog.Any("report", r))
+	d.o.logger.LogAttrs(ctx, level, "drain finished", slog.Any("report", r))
 	return r, errors.Join(errs...)
 }
 

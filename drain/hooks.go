@@ -37,6 +37,7 @@ func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 // its own, so that hooks run beside the waits of the drain instead of adding
 // to them.
 type hookRunner struct {
+	base    context.Context // the parent of each call's context
 	hooks   []stophook.Hook // in registration order
 	timeout time.Duration
 	cutoff  time.Time // no call for an event before Stopped lasts past it
@@ -45,8 +46,9 @@ type hookRunner struct {
 	errs    []error // owned by the runner's goroutine until done is closed
 }
 
-func (d *Drainer) startHooks(started time.Time) *hookRunner {
+func (d *Drainer) startHooks(base context.Context, started time.Time) *hookRunner {
 	h := &hookRunner{
+		base:    base,
 		hooks:   d.o.hooks,
 		timeout: d.o.hookTimeout,
 		cutoff:  started.Add(d.waits()),
@@ -94,7 +96,7 @@ func (h *hookRunner) call(i int, e stophook.Event) (err error) {
 	if e.Phase != stophook.Stopped && h.cutoff.Before(deadline) {
 		deadline = h.cutoff
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(h.base, deadline)
 	defer cancel()
 	result := make(chan error, 1)
 	go func() {
