@@ -1,0 +1,34 @@
+// Command server is the drainkit demo server: it serves
+// drainkit.demo.v1.Demo (examples/demo.proto), the standard health service
+// and server reflection, keeps its data in a SQLite file, and drains on
+// SIGTERM or SIGINT; a second signal forces the drain.
+//
+// Usage:
+//
+//	go run ./examples/server [flags]
+//
+// The flags:
+//
+//	-addr             TCP address to listen on (default 127.0.0.1:50051; port 0 picks a free port)
+//	-db               SQLite database file (default demo.db, in the working directory)
+//	-readiness-delay  how long to keep serving once health reports NOT_SERVING (default 0s)
+//	-grace            how long to wait for in-flight RPCs after GOAWAY (default 20s)
+//	-cancel-grace     how long to wait for cancelled handlers to return (default 3s)
+//	-force-wait       how long to wait for handlers after the forced stop (default 1s)
+//	-stubborn         make Sleep ignore its context, so that only a forced stop ends it
+//	-otel             "none" (default), or "stdout": spans, then metrics at the end of a drain, as JSON on standard output
+//
+// It logs JSON records to standard error: "serving", with the address
+// actually listened on in "addr", once it accepts connections and handles
+// signals (a signal sent before may kill it outright); then, on a signal, one "drain phase" record per phase and a "drain finished" record
+// with the report; and last an "exit" record with the exit status.
+//
+// It exits 0 after a clean drain, 1 after a forced drain or any error, and
+// 2 when its flags are wrong.
+//
+// The Demo service: Echo returns its input; Sleep waits for the duration it
+// is given; Watch sends the time every 100 ms until the stream ends, and is
+// long-lived, so a drain cancels it first; Append stores a value and returns
+// its id once the value is on disk; Get returns a stored value, or
+// NOT_FOUND.
+package main

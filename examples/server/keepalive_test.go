@@ -1,0 +1,22 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestKeepaliveOptions(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		grace time.Duration
+	}{
+		{name: "drain's grace period", grace: 7 * time.Second},
+		{name: "no grace period", grace: 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := len(keepaliveOptions(tt.grace)); got != 2 {
+				t.Errorf("keepaliveOptions(%v) returned %d options, want 2: the parameters and the enforcement policy", tt.grace, got)
+			}
+		})
+	}
+}

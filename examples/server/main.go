@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/drainkit/drainkit/drain"
+	"github.com/drainkit/drainkit/examples/demopb"
+	"github.com/drainkit/drainkit/examples/internal/demoflags"
+	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/stophook"
+)
+
+// The exit statuses.
+const (
+	exitOK    = 0 // clean drain
+	exitError = 1 // forced drain, or any error
+	exitUsage = 2 // bad flags
+)
+
+// openTimeout bounds the opening of the store.
+const openTimeout = 10 * time.Second
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cfg, err := demoflags.Parse(args, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitUsage
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	err = serve(cfg, logger)
+	switch {
+	case err == nil:
+		logger.Info("exit", "code", exitOK)
+		return exitOK
+	case errors.Is(err, drain.ErrForced):
+		logger.Warn("exit", "code", exitError, "err", err)
+	default:
+		logger.Error("exit", "code", exitError, "err", err)
+	}
+	return exitError
+}
+
+// serve runs the server until it is drained, and returns the drain's error.
+func serve(cfg demoflags.Config, logger *slog.Logger) error {
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	db, err := openStore(ctx, cfg.DB)
+	cancel()
+	if err != nil {
+		return err
+	}
+	// The drain closes db once no handler runs; closing it again is a
+	// no-op, for the paths that return before a drain.
+	defer db.Close()
+
+	tracker := interceptors.NewTracker(interceptors.WithLongLived(demopb.Demo_Watch_FullMethodName))
+	tel, err := newTelemetry(cfg.Otel, os.Stdout)
+	if err != nil {
+		return err
+	}
+
+	onPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		logger.ErrorContext(ctx, "handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error")
+	})
+	opts := []grpc.ServerOption{
+		// The Tracker comes first, so that it sees every call, even one
+		// that a later interceptor ends.
+		grpc.ChainUnaryInterceptor(tracker.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(onPanic)),
+		grpc.ChainStreamInterceptor(tracker.StreamServerInterceptor(), recovery.StreamServerInterceptor(onPanic)),
+	}
+	opts = append(opts, keepaliveOptions(cfg.Grace)...)
+	opts = append(opts, tel.serverOptions...)
+	srv := grpc.NewServer(opts...)
+
+	demopb.RegisterDemoServer(srv, &demoService{db: db, stubborn: cfg.Stubborn})
+	h := health.NewServer()
+	h.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	h.SetServingStatus(demopb.Demo_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(srv, h)
+	reflection.Register(srv)
+
+	// Hooks run in reverse order of registration: the drain's span is
+	// recorded first, the store closed next, the telemetry flushed last.
+	var hooks []stophook.Hook
+	hooks = append(hooks, tel.flushHooks...)
+	hooks = append(hooks, stophook.Closer("sqlite", db))
+	hooks = append(hooks, tel.recordHooks...)
+	if len(hooks) != cfg.StopHooks() {
+		return fmt.Errorf("%d stop hooks, but demoflags.Config.StopHooks says %d", len(hooks), cfg.StopHooks())
+	}
+	d := drain.New(srv, tracker, append(cfg.DrainOptions(hooks...),
+		drain.WithHealth(h),
+		drain.WithLogger(logger),
+	)...)
+
+	lis, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	// "serving" is logged at the first Accept: by then Serve handles
+	// SIGTERM and SIGINT, so whoever reads the record may signal at once.
+	return d.Serve(&announcingListener{Listener: lis, announce: func() {
+		logger.Info("serving",
+			"addr", lis.Addr().String(),
+			"db", cfg.DB,
+			"stubborn", cfg.Stubborn,
+			"otel", cfg.Otel,
+			"drain_budget", d.Budget().String(),
+		)
+	}})
+}
+
+// announcingListener calls announce before its first Accept.
+type announcingListener struct {
+	net.Listener
+	once     sync.Once
+	announce func()
+}
+
+func (l *announcingListener) Accept() (net.Conn, error) {
+	l.once.Do(l.announce)
+	return l.Listener.Accept()
+}

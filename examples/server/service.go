@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/drainkit/drainkit/examples/demopb"
+)
+
+// watchInterval is the time between two messages of Watch.
+const watchInterval = 100 * time.Millisecond
+
+// demoService implements drainkit.demo.v1.Demo.
+type demoService struct {
+	demopb.UnimplementedDemoServer
+
+	db       *sql.DB
+	stubborn bool // Sleep ignores its context
+}
+
+func (s *demoService) Echo(_ context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	return wrapperspb.String(in.GetValue()), nil
+}
+
+func (s *demoService) Sleep(ctx context.Context, in *durationpb.Duration) (*emptypb.Empty, error) {
+	if err := in.CheckValid(); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "duration: %v", err)
+	}
+	d := in.AsDuration()
+	if d < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "duration %v is negative", d)
+	}
+	if s.stubborn {
+		// Deliberately deaf to cancellation: this is what a drain's forced
+		// stop is for.
+		time.Sleep(d)
+		return &emptypb.Empty{}, nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return &emptypb.Empty{}, nil
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func (s *demoService) Watch(_ *emptypb.Empty, stream grpc.ServerStreamingServer[timestamppb.Timestamp]) error {
+	ctx := stream.Context()
+	tick := time.NewTicker(watchInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case now := <-tick.C:
+			if err := stream.Send(timestamppb.New(now)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Append returns the id only once the row is committed: with the store's
+// synchronous=FULL, an acknowledged value survives the process and the
+// machine.
+func (s *demoService) Append(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.Int64Value, error) {
+	var id int64
+	err := s.db.QueryRowContext(ctx, `INSERT INTO entries (value) VALUES (?) RETURNING id`, in.GetValue()).Scan(&id)
+	if err != nil {
+		return nil, storeError(ctx, "append", err)
+	}
+	return wrapperspb.Int64(id), nil
+}
+
+func (s *demoService) Get(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.StringValue, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM entries WHERE id = ?`, in.GetValue()).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, status.Errorf(codes.NotFound, "no value with id %d", in.GetValue())
+	}
+	if err != nil {
+		return nil, storeError(ctx, "get", err)
+	}
+	return wrapperspb.String(v), nil
+}
+
+// storeError turns an error of the store into a status: the context's when
+// the call was cancelled or timed out, UNAVAILABLE otherwise.
+func storeError(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return status.Errorf(codes.Unavailable, "%s: %v", op, err)
+}
+
+// openStore opens, creating it if needed, the SQLite database at path, in
+// WAL mode with synchronous=FULL so that every committed transaction is on
+// disk before the commit returns.
+func openStore(ctx context.Context, path string) (*sql.DB, error) {
+	dsn := path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := initStore(ctx, db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func initStore(ctx context.Context, db *sql.DB) error {
+	var mode string
+	if err := db.QueryRowContext(ctx, `PRAGMA journal_mode`).Scan(&mode); err != nil {
+		return err
+	}
+	if mode != "wal" {
+		return fmt.Errorf("journal_mode is %q, want \"wal\"", mode)
+	}
+	var sync int
+	if err := db.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&sync); err != nil {
+		return err
+	}
+	if sync < 2 { // 2 is FULL
+		return fmt.Errorf("synchronous is %d, want 2 (FULL)", sync)
+	}
+	_, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS entries (
+		id    INTEGER PRIMARY KEY AUTOINCREMENT,
+		value TEXT NOT NULL
+	)`)
+	return err
+}
