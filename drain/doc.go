@@ -45,14 +45,15 @@
 // every error is joined into the error of Drain. So hooks add to the worst
 // case only their handling of Stopped: one hook timeout per hook.
 //
-// A server mounted with grpc.Server.ServeHTTP gets no GOAWAY from
-// GracefulStop, which closes those transports at once instead, cutting their
-// calls. When such calls are running at the Graceful phase, the drain waits
-// for the calls it tracks to end (within the grace period) before it calls
-// GracefulStop; the HTTP server's own shutdown, for instance through
-// stophook.HTTPServer, sends GOAWAY on its connections. A server that serves
-// both its own listeners and ServeHTTP therefore sends GOAWAY on its own
-// listeners later than it could.
+// A server mounted with grpc.Server.ServeHTTP (behind an HTTP/2 server,
+// to share its port) gets no GOAWAY from GracefulStop, which closes those
+// transports at once instead, cutting their calls. There GOAWAY comes from
+// the HTTP server's own shutdown, which a hook such as stophook.HTTPServer
+// starts at GoAway. So once the Tracker has seen a call through ServeHTTP,
+// the Graceful phase waits, within the grace period, for the hooks to handle
+// GoAway and then for every tracked call to end, status written, before it
+// calls GracefulStop. A server that serves both its own listeners and
+// ServeHTTP therefore sends GOAWAY on its own listeners later than it could.
 //
 // The package never installs signal handlers unless Serve is called, and it
 // logs only through the logger given by WithLogger.

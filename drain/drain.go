@@ -128,12 +128,13 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		deadline := time.Now().Add(d.o.gracePeriod)
 		d.t.RejectLongLived(ErrDraining)
 		r.Cancelled += d.t.CancelLongLived(ErrDraining)
-		hooks.send(stophook.GoAway, &r, d.t.InFlight())
-		if d.servingHTTP() {
-			// GracefulStop would close the transports of ServeHTTP at
-			// once, cutting their calls: the HTTP server's own shutdown
-			// sends GOAWAY there, so wait for the calls first.
-			d.wait(time.Until(deadline), nil)
+		goAway := hooks.send(stophook.GoAway, &r, d.t.InFlight())
+		if d.t.ServedHTTP() {
+			// GracefulStop closes the transports of ServeHTTP at once,
+			// cutting their calls. There, GOAWAY comes from the HTTP
+			// server's own shutdown, started by a hook: wait for the
+			// hooks, then for the calls, before GracefulStop.
+			d.wait(time.Until(deadline), goAway)
 		}
 		graceful = make(chan struct{})
 		go func() {
@@ -204,17 +205,6 @@ func (d *Drainer) leave(r *Report) {
 
 // skipped reports whether the remaining waits are to be skipped.
 func (d *Drainer) skipped() bool { return d.skipCtx.Err() != nil }
-
-// servingHTTP reports whether a call that arrived through ServeHTTP is
-// running.
-func (d *Drainer) servingHTTP() bool {
-	for _, c := range d.t.Calls() {
-		if c.ServeHTTP {
-			return true
-		}
-	}
-	return false
-}
 
 // sleep waits for dur, or until the waits are skipped.
 func (d *Drainer) sleep(dur time.Duration) {

@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/drainkit/drainkit/interceptors"
@@ -36,18 +37,26 @@ func serveReceive[T any](tb testing.TB, c <-chan T, what string) T {
 	}
 }
 
-// serveService is a TestService whose UnaryCall runs the function given by
-// the test.
+// serveService is a TestService whose UnaryCall and StreamingOutputCall
+// run the functions given by the test; StreamingOutputCall sends nothing.
 type serveService struct {
 	testgrpc.UnimplementedTestServiceServer
-	unary func(ctx context.Context) error
+	unary  func(ctx context.Context) error
+	stream func(ctx context.Context) error
 }
 
-func (s *serveService) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+func (s *serveService) StreamingOutputCall(_ *testgrpc.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
+	if s.stream == nil {
+		return status.Error(codes.Unimplemented, "no stream handler")
+	}
+	return s.stream(stream.Context())
+}
+
+func (s *serveService) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	if err := s.unary(ctx); err != nil {
 		return nil, err
 	}
-	return &testpb.SimpleResponse{}, nil
+	return &testgrpc.SimpleResponse{}, nil
 }
 
 // serveNewServer returns a gRPC server whose RPCs tr tracks, with svc as its

@@ -41,7 +41,7 @@ type hookRunner struct {
 	hooks   []stophook.Hook // in registration order
 	timeout time.Duration
 	cutoff  time.Time // no call for an event before Stopped lasts past it
-	events  chan stophook.Event
+	events  chan queued
 	done    chan struct{}
 	errs    []error // owned by the runner's goroutine until done is closed
 }
@@ -52,20 +52,30 @@ func (d *Drainer) startHooks(base context.Context, started time.Time) *hookRunne
 		hooks:   d.o.hooks,
 		timeout: d.o.hookTimeout,
 		cutoff:  started.Add(d.waits()),
-		events:  make(chan stophook.Event, int(stophook.Stopped)),
+		events:  make(chan queued, int(stophook.Stopped)),
 		done:    make(chan struct{}),
 	}
 	go h.run()
 	return h
 }
 
-// send queues the event of phase p for the hooks.
-func (h *hookRunner) send(p stophook.Phase, r *Report, inFlight int) {
+// queued is an event waiting for the hooks, with the channel closed once
+// every hook has handled it.
+type queued struct {
+	event   stophook.Event
+	handled chan struct{}
+}
+
+// send queues the event of phase p for the hooks, and returns a channel
+// closed once every hook has handled it.
+func (h *hookRunner) send(p stophook.Phase, r *Report, inFlight int) <-chan struct{} {
 	e := stophook.Event{Phase: p, Started: r.Started, InFlight: inFlight, Cancelled: r.Cancelled}
 	if p == stophook.Stopped {
 		e.Leaked = slices.Clone(r.Leaked)
 	}
-	h.events <- e
+	q := queued{event: e, handled: make(chan struct{})}
+	h.events <- q
+	return q.handled
 }
 
 // finish waits for the hooks to handle every event sent and returns their
@@ -78,12 +88,13 @@ func (h *hookRunner) finish() []error {
 
 func (h *hookRunner) run() {
 	defer close(h.done)
-	for e := range h.events {
+	for q := range h.events {
 		for i := len(h.hooks) - 1; i >= 0; i-- {
-			if err := h.call(i, e); err != nil {
+			if err := h.call(i, q.event); err != nil {
 				h.errs = append(h.errs, err)
 			}
 		}
+		close(q.handled)
 	}
 }
 

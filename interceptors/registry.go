@@ -24,6 +24,7 @@ type shard struct {
 type call struct {
 	Call
 	ctx        context.Context         // the handler's context, or the one under its deadline
+	parent     context.Context         // the context grpc gave the call, kept for ServeHTTP calls only
 	cancel     context.CancelCauseFunc // cancels ctx
 	cause      error                   // the cause given to cancel; guarded by shard.mu
 	shard      *shard

@@ -51,6 +51,8 @@ type Tracker struct {
 	rejectAll  atomic.Pointer[error]
 	rejectLong atomic.Pointer[error]
 
+	servedHTTP atomic.Bool // a call has arrived through ServeHTTP
+
 	shards [numShards]shard
 }
 
@@ -61,8 +63,14 @@ func NewTracker(opts ...Option) *Tracker {
 	return &Tracker{o: evaluateOptions(opts)}
 }
 
-// InFlight returns the number of RPCs whose handler is running now.
+// InFlight returns the number of RPCs whose handler is running now. A call
+// that arrived through grpc.Server.ServeHTTP counts until grpc has written
+// its status, a moment after its handler returns.
 func (t *Tracker) InFlight() int { return int(t.inFlight.Load()) }
+
+// ServedHTTP reports whether a call has arrived through grpc.Server.ServeHTTP
+// rather than a listener of the server's own.
+func (t *Tracker) ServedHTTP() bool { return t.servedHTTP.Load() }
 
 // Calls returns a snapshot of the RPCs whose handler is running now, oldest
 // first.
@@ -185,7 +193,12 @@ func (t *Tracker) begin(ctx context.Context, method string, stream bool) (*call,
 	c := callPool.Get().(*call)
 	c.Call = Call{Method: method, Started: time.Now(), Stream: stream, LongLived: longLived}
 	c.Deadline, _ = ctx.Deadline()
-	_, c.ServeHTTP = ctx.Value(http.ServerContextKey).(*http.Server)
+	if _, c.ServeHTTP = ctx.Value(http.ServerContextKey).(*http.Server); c.ServeHTTP {
+		c.parent = ctx
+		if !t.servedHTTP.Load() {
+			t.servedHTTP.Store(true)
+		}
+	}
 	c.ctx, c.cancel = context.WithCancelCause(ctx)
 	hctx := c.ctx
 	if def, max := t.o.timeouts(method, stream, longLived); def > 0 || max > 0 {
@@ -248,7 +261,22 @@ func (t *Tracker) end(c *call, err error) error {
 			err = *unavailable(cause)
 		}
 	}
+	serveHTTP, parent := c.ServeHTTP, c.parent
 	c.release()
+	if serveHTTP {
+		// grpc writes the status of a ServeHTTP call after the handler
+		// returns, and stopping the server before then would cut it: the
+		// call counts until grpc ends its stream context, which it does
+		// once the status is written.
+		context.AfterFunc(parent, t.done)
+		return err
+	}
+	t.done()
+	return err
+}
+
+// done counts a call out of InFlight, and wakes Wait on the last.
+func (t *Tracker) done() {
 	if t.inFlight.Add(-1) == 0 && t.waiters.Load() > 0 {
 		t.mu.Lock()
 		if t.idle != nil && t.inFlight.Load() == 0 {
@@ -257,5 +285,4 @@ func (t *Tracker) end(c *call, err error) error {
 		}
 		t.mu.Unlock()
 	}
-	return err
 }
