@@ -78,11 +78,11 @@ func BenchmarkDrainIdle100Conns(b *testing.B) {
 		name string
 		stop func(s *benchServer) error
 	}{
-		{name: "GracefulStop", stop: func(s *benchServer) error {
+		{name: "stop=GracefulStop", stop: func(s *benchServer) error {
 			s.srv.GracefulStop()
 			return nil
 		}},
-		{name: "Drain", stop: func(s *benchServer) error {
+		{name: "stop=Drain", stop: func(s *benchServer) error {
 			_, err := drain.New(s.srv, s.tr).Drain(context.Background())
 			return err
 		}},

@@ -45,7 +45,7 @@ func (d *Drainer) CheckBudget(limit time.Duration) error {
 		{"the grace period (WithGracePeriod)", d.o.gracePeriod},
 		{"the cancel grace (WithCancelGrace)", d.o.cancelGrace},
 		{"the force wait (WithForceWait)", d.o.forceWait},
-		{fmt.Sprintf("the hooks (%d × WithHookTimeout %v)", len(d.o.hooks), d.o.hookTimeout), d.stoppedHooks()},
+		{fmt.Sprintf("the hook time (%d hooks × WithHookTimeout %v)", len(d.o.hooks), d.o.hookTimeout), d.stoppedHooks()},
 	}
 	var sum time.Duration
 	culprit := ""

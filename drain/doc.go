@@ -5,7 +5,8 @@
 // grpc.Server.GracefulStop waits for every handler with no deadline and never
 // cancels one; Stop cancels them all and closes the listener at once. A
 // Drainer runs between the two. Drain carries out these phases, in order,
-// each bounded and each skipped when nothing is left to wait for:
+// each bounded; Cancel and Force run only when something is left to wait
+// for:
 //
 //  1. NotReady: every health service given by WithHealth reports
 //     NOT_SERVING, while the server keeps serving everything, new
@@ -31,8 +32,8 @@
 // that remain are skipped and the drain goes straight to Force, as it does
 // on a second signal to Serve. The defaults (no readiness delay, a 20s grace
 // period, 3s cancel grace, 1s force wait and 2s per hook call) fit
-// Kubernetes' default terminationGracePeriodSeconds of 30 with up to three
-// hooks; CheckBudget tells which setting overflows a limit.
+// Kubernetes' default terminationGracePeriodSeconds of 30 with up to two
+// hooks and a margin; CheckBudget tells which setting overflows a limit.
 //
 // Hooks (package stophook) receive an event at the start of each phase that
 // runs: DrainStart, GoAway, GraceTimeout, Forced and Stopped. They run one at

@@ -61,7 +61,8 @@ type Drainer struct {
 }
 
 // New returns a Drainer for srv, whose RPCs t tracks: t's interceptors must
-// be installed on srv. It panics if srv or t is nil, naming it.
+// be installed on srv, and on no other server, since the drain refuses and
+// cancels every call t tracks. It panics if srv or t is nil, naming it.
 func New(srv *grpc.Server, t *interceptors.Tracker, opts ...Option) *Drainer {
 	if srv == nil {
 		panic("drain: New: nil *grpc.Server")
@@ -91,6 +92,9 @@ func New(srv *grpc.Server, t *interceptors.Tracker, opts ...Option) *Drainer {
 // The error is nil after a clean drain. It wraps ErrForced when the server
 // had to be stopped by force, and joins the errors of the hooks.
 func (d *Drainer) Drain(ctx context.Context) (Report, error) {
+	if ctx.Err() != nil {
+		d.skip() // at once: AfterFunc would skip only a moment later
+	}
 	stop := context.AfterFunc(ctx, d.skip)
 	defer stop()
 	d.mu.Lock()
@@ -114,7 +118,7 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	r := Report{Started: time.Now()}
 	hooks := d.startHooks(ctx, r.Started)
 
-	d.enter(&r, PhaseNotReady)
+	d.enter(ctx, &r, PhaseNotReady)
 	for _, h := range d.o.health {
 		h.Shutdown()
 	}
@@ -124,7 +128,7 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	clean := false
 	var graceful chan struct{} // closed when GracefulStop returns
 	if !d.skipped() {
-		d.enter(&r, PhaseGraceful)
+		d.enter(ctx, &r, PhaseGraceful)
 		deadline := time.Now().Add(d.o.gracePeriod)
 		d.t.RejectLongLived(ErrDraining)
 		r.Cancelled += d.t.CancelLongLived(ErrDraining)
@@ -139,14 +143,14 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		graceful = make(chan struct{})
 		go func() {
 			d.srv.GracefulStop()
-			close(graceful)
 			d.stopOnce.Do(func() { close(d.serverStopped) })
+			close(graceful)
 		}()
 		clean = d.wait(time.Until(deadline), graceful)
 	}
 
 	if !clean && !d.skipped() && d.t.InFlight() > 0 {
-		d.enter(&r, PhaseCancel)
+		d.enter(ctx, &r, PhaseCancel)
 		d.t.Reject(ErrDraining)
 		r.Cancelled += d.t.CancelAll(ErrDraining)
 		hooks.send(stophook.GraceTimeout, &r, d.t.InFlight())
@@ -154,7 +158,7 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	}
 
 	if !clean {
-		d.enter(&r, PhaseForce)
+		d.enter(ctx, &r, PhaseForce)
 		r.Forced = true
 		d.t.Reject(ErrDraining)
 		r.Cancelled += d.t.CancelAll(ErrDraining)
@@ -162,8 +166,8 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		stopped := make(chan struct{})
 		go func() {
 			d.srv.Stop()
-			close(stopped)
 			d.stopOnce.Do(func() { close(d.serverStopped) })
+			close(stopped)
 		}()
 		// The forced stop is not skipped: it is short, and it lets
 		// handlers that honour their context return.
@@ -171,7 +175,7 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		r.Leaked = d.t.Calls()
 	}
 
-	d.enter(&r, PhaseCleanup)
+	d.enter(ctx, &r, PhaseCleanup)
 	hooks.send(stophook.Stopped, &r, d.t.InFlight())
 	errs := hooks.finish()
 	d.leave(&r)
@@ -180,18 +184,22 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	level := slog.LevelInfo
 	if r.Forced {
 		level = slog.LevelWarn
-		errs = append([]error{fmt.Errorf("%w: %d handler(s) leaked", ErrForced, len(r.Leaked))}, errs...)
+		forced := fmt.Errorf("%w: %d handler(s) leaked", ErrForced, len(r.Leaked))
+		if len(r.Leaked) == 0 {
+			forced = fmt.Errorf("%w: no handler leaked", ErrForced)
+		}
+		errs = append([]error{forced}, errs...)
 	}
 	d.o.logger.LogAttrs(ctx, level, "drain finished", slog.Any("report", r))
 	return r, errors.Join(errs...)
 }
 
 // enter ends the current phase of r and begins the named one.
-func (d *Drainer) enter(r *Report, name string) {
+func (d *Drainer) enter(ctx context.Context, r *Report, name string) {
 	d.leave(r)
 	n := d.t.InFlight()
 	r.Phases = append(r.Phases, PhaseReport{Name: name, InFlight: n, started: time.Now()})
-	d.o.logger.LogAttrs(context.Background(), slog.LevelInfo, "drain phase",
+	d.o.logger.LogAttrs(ctx, slog.LevelInfo, "drain phase",
 		slog.String("phase", name), slog.Int("in_flight", n))
 }
 

@@ -440,6 +440,26 @@ func TestDrainContextEndSkipsToForce(t *testing.T) {
 	}
 }
 
+func TestDrainEndedContextGoesStraightToForce(t *testing.T) {
+	for i := range 20 { // the skip must not depend on goroutine scheduling
+		ts := newTestServer(t, newService(false))
+		rec := newRecorder()
+		d := drain.New(ts.srv, ts.tracker, drain.WithHooks(rec), drain.WithReadinessDelay(time.Hour))
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		r, err := d.Drain(ctx)
+		if got, want := phaseNames(r), []string{drain.PhaseNotReady, drain.PhaseForce, drain.PhaseCleanup}; !slices.Equal(got, want) {
+			t.Fatalf("Drain(ended context) %d: phases = %v, want %v", i, got, want)
+		}
+		if !errors.Is(err, drain.ErrForced) {
+			t.Fatalf("Drain(ended context) %d = %v, want an error wrapping ErrForced", i, err)
+		}
+		if got, want := rec.phases(), []stophook.Phase{stophook.DrainStart, stophook.Forced, stophook.Stopped}; !slices.Equal(got, want) {
+			t.Fatalf("Drain(ended context) %d: hook events = %v, want %v", i, got, want)
+		}
+	}
+}
+
 func TestDrainTwice(t *testing.T) {
 	svc := newService(false)
 	ts := newTestServer(t, svc)

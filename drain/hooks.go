@@ -52,12 +52,16 @@ func (d *Drainer) startHooks(base context.Context, started time.Time) *hookRunne
 		hooks:   d.o.hooks,
 		timeout: d.o.hookTimeout,
 		cutoff:  started.Add(d.waits()),
-		events:  make(chan queued, int(stophook.Stopped)),
+		events:  make(chan queued, numEvents),
 		done:    make(chan struct{}),
 	}
 	go h.run()
 	return h
 }
+
+// numEvents is the number of events a drain sends at the most, one per
+// phase, so that sending one never blocks.
+const numEvents = 5
 
 // queued is an event waiting for the hooks, with the channel closed once
 // every hook has handled it.

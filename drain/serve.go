@@ -75,8 +75,9 @@ func (d *Drainer) Serve(lis net.Listener) error {
 		// srv.Serve returns as soon as the server has stopped.
 		<-served
 	default:
-		// The server's stop is still blocked (by a leaked handler); so is
-		// srv.Serve, which is left to return on its own.
+		// Stop has not returned within the force wait (closing a
+		// connection blocked); neither has srv.Serve, which is left to
+		// return on its own.
 	}
 	return err
 }

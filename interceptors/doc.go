@@ -58,8 +58,9 @@
 //
 // # Cost
 //
-// Tracking one call allocates one cancellable context (and one small value
-// when the Tracker sets its deadline); the registry of running calls is
-// sharded, recycles its records and takes no global lock. BENCHMARKS.md
-// gives the figures.
+// Tracking one call allocates a cancellable context and its cancel function,
+// one small value more when the Tracker sets its deadline, and one for the
+// stream wrapper of a stream; the registry of running calls is sharded,
+// recycles its records and takes no global lock. BENCHMARKS.md gives the
+// figures.
 package interceptors

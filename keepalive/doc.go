@@ -22,11 +22,11 @@
 // traffic from them. When a connection reaches its age the server sends
 // GOAWAY; clients open a new connection, which the load balancer, or the
 // client's resolver, may send to any server, and spread over all servers
-// within minutes. grpc adds a random
-// jitter of ±10% to each connection's age, so that connections opened
-// together are not renewed together. A renewal costs one handshake per
-// client every few minutes; RPCs are not affected: the new ones go to the
-// new connection, and those in flight finish on the old one.
+// within minutes. grpc adds a random jitter of ±10% to each connection's
+// age, so that connections opened together are not renewed together. A
+// renewal costs one handshake per client every few minutes; RPCs are not
+// affected: the new ones go to the new connection, and those in flight
+// finish on the old one.
 //
 // MaxConnectionAgeGrace, 20 seconds: after GOAWAY, the RPCs in flight on an
 // aged connection get this long to finish before the connection is closed.
@@ -35,8 +35,9 @@
 // then a cut. With both equal, an RPC that would survive a drain survives a
 // renewal, and one that would not is cut in both cases; a client that copes
 // with one copes with the other. (grpc closes an aged connection up to a
-// second after its grace period, once it has flushed what it had to send.) If you change the drain's grace period,
-// give the same value to WithGracePeriod. Streams that never end by
+// second after its grace period, once it has flushed what it had to send.)
+// If you change the drain's grace period, give the same value to
+// WithGracePeriod. Streams that never end by
 // themselves (watches, subscriptions) are cut at the end of the grace, every
 // MaxConnectionAge or so, with codes.Unavailable: their clients must open
 // them again, as they must after a drain.

@@ -12,7 +12,9 @@
 //   - Each call gets its own context, which ends after the drain's hook
 //     timeout. A hook that blocks past it is abandoned: the drain goes on,
 //     and the call is reported as an error naming the hook. It costs its
-//     timeout and nothing more.
+//     timeout and nothing more. An abandoned call may still be running when
+//     the hook is called for the next event, so a hook that can block must
+//     be safe for concurrent use, as the helpers here are.
 //   - A hook that panics does not stop the drain: the panic becomes an error
 //     naming the hook and carrying the panic value.
 //   - Errors do not stop the drain either: every hook sees every event, and

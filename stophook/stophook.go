@@ -30,10 +30,11 @@ const (
 	// server still serves everything, new connections included, for the
 	// readiness delay.
 	DrainStart Phase = iota + 1
-	// GoAway: the readiness delay is over. The server has sent GOAWAY,
-	// closed its listeners and cancelled its long-lived streams; it waits
-	// for the other RPCs for the grace period. Servers beside it should stop
-	// accepting work now.
+	// GoAway: the readiness delay is over. The server has cancelled its
+	// long-lived streams and is sending GOAWAY and closing its listeners
+	// (once these hooks have run, for a server mounted with ServeHTTP); it
+	// waits for the other RPCs for the grace period. Servers beside it
+	// should stop accepting work now.
 	GoAway
 	// GraceTimeout: the grace period ran out with RPCs still in flight. New
 	// RPCs are refused and every running handler is being cancelled.

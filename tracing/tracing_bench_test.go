@@ -77,14 +77,14 @@ func BenchmarkUnary(b *testing.B) {
 		name string
 		opts func(b *testing.B) []grpc.ServerOption
 	}{
-		{"bare", func(*testing.B) []grpc.ServerOption { return nil }},
-		{"otelgrpc", func(b *testing.B) []grpc.ServerOption {
+		{"server=bare", func(*testing.B) []grpc.ServerOption { return nil }},
+		{"server=otelgrpc", func(b *testing.B) []grpc.ServerOption {
 			tp, mp := benchProviders(b)
 			return []grpc.ServerOption{
 				grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(mp))),
 			}
 		}},
-		{"tracing", func(b *testing.B) []grpc.ServerOption {
+		{"server=tracing", func(b *testing.B) []grpc.ServerOption {
 			tp, mp := benchProviders(b)
 			tracker := interceptors.NewTracker()
 			reg, err := tracing.InFlightGauge(tracker, tracing.WithMeterProvider(mp))

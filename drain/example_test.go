@@ -1,0 +1,53 @@
+package drain_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/drainkit/drainkit/drain"
+	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/stophook"
+)
+
+// A deployment checks the worst case of its drain against the time its
+// orchestrator gives it before SIGKILL.
+func ExampleDrainer_CheckBudget() {
+	t := interceptors.NewTracker()
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(t.StreamServerInterceptor()),
+	)
+	nop := stophook.Func(func(context.Context, stophook.Event) error { return nil })
+	d := drain.New(srv, t, drain.WithReadinessDelay(5*time.Second), drain.WithHooks(nop))
+
+	fmt.Println(d.Budget())
+	fmt.Println(d.CheckBudget(30 * time.Second))
+	// Output:
+	// 31s
+	// drain: worst case 31s exceeds the limit of 30s: readiness delay 5s + grace period 20s + cancel grace 3s + force wait 1s + hooks 2s; the hook time (1 hooks × WithHookTimeout 2s) takes it past the limit
+}
+
+// A program that handles its own signals calls Drain; the drain ends when
+// no RPC is left, here at once.
+func ExampleDrainer_Drain() {
+	t := interceptors.NewTracker()
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(t.StreamServerInterceptor()),
+	)
+	d := drain.New(srv, t)
+
+	report, err := d.Drain(context.Background())
+	for _, p := range report.Phases {
+		fmt.Println(p.Name, p.InFlight)
+	}
+	fmt.Println(report.Forced, err)
+	// Output:
+	// NotReady 0
+	// Graceful 0
+	// Cleanup 0
+	// false <nil>
+}
