@@ -32,8 +32,10 @@ var phaseSpanNames = [...]string{
 
 // Hook returns a stophook.Hook that records each drain as a span named
 // "drainkit.drain", with one child span per phase the drain goes through, and
-// as metrics. Register it with the drain's other hooks; it never fails and
-// never blocks on anything but its own lock.
+// as metrics. Register it with the drain's other hooks; it never fails. It
+// waits for nothing of its own, but ending a span runs the tracer provider's
+// span processors: use a batching one (sdktrace.WithBatcher), not a
+// synchronous exporter, so that the hook returns at once.
 //
 // The drain span starts when the drain started (Event.Started), and ends at
 // the Stopped event. Its parent is the span in the context of the first event
