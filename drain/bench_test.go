@@ -43,7 +43,7 @@ func benchStartServer(tb testing.TB, svc testgrpc.TestServiceServer, conns int) 
 	for range conns {
 		s.conns = append(s.conns, serveDialBuf(tb, lis))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), serveTestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
 	checked := make(chan error, conns)
 	for _, cc := range s.conns {
@@ -53,7 +53,7 @@ func benchStartServer(tb testing.TB, svc testgrpc.TestServiceServer, conns int) 
 		}()
 	}
 	for range conns {
-		if err := serveReceive(tb, checked, "the connections to be ready"); err != nil {
+		if err := receive(tb, checked, "the connections to be ready"); err != nil {
 			s.close()
 			tb.Fatalf("Check() = %v, want nil", err)
 		}
@@ -129,11 +129,11 @@ func benchAfterLastRPC(tb testing.TB, timing func(on bool)) time.Duration {
 		_, err := testgrpc.NewTestServiceClient(s.conns[0]).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
 		call <- err
 	}()
-	serveReceive(tb, started, "the handler to start")
+	receive(tb, started, "the handler to start")
 
 	goAway := make(chan struct{})
 	var once sync.Once
-	d := drain.New(s.srv, s.tr, drain.WithGracePeriod(serveTestTimeout), drain.WithHooks(stophook.Func(
+	d := drain.New(s.srv, s.tr, drain.WithGracePeriod(defaultTestTimeout), drain.WithHooks(stophook.Func(
 		func(_ context.Context, e stophook.Event) error {
 			if e.Phase == stophook.GoAway {
 				once.Do(func() { close(goAway) })
@@ -149,19 +149,19 @@ func benchAfterLastRPC(tb testing.TB, timing func(on bool)) time.Duration {
 		_, err := d.Drain(context.Background())
 		drained <- result{err, time.Now()}
 	}()
-	serveReceive(tb, goAway, "the GoAway event")
+	receive(tb, goAway, "the GoAway event")
 
 	timing(true)
 	close(release)
-	r := serveReceive(tb, drained, "Drain to return")
+	r := receive(tb, drained, "Drain to return")
 	timing(false)
 	if r.err != nil {
 		tb.Fatalf("Drain() = %v, want nil", r.err)
 	}
-	if err := serveReceive(tb, call, "the call"); err != nil {
+	if err := receive(tb, call, "the call"); err != nil {
 		tb.Fatalf("UnaryCall() in flight at the drain = %v, want nil", err)
 	}
-	return r.end.Sub(serveReceive(tb, returned, "the handler's return"))
+	return r.end.Sub(receive(tb, returned, "the handler's return"))
 }
 
 // BenchmarkDrainAfterLastRPC measures how soon Drain returns after the
@@ -247,7 +247,7 @@ func TestDrainBoundedWithStubbornHandlers(t *testing.T) {
 					calls <- err
 				}()
 				for range unary + 1 {
-					serveReceive(t, started, "the handlers to start")
+					receive(t, started, "the handlers to start")
 				}
 
 				opts := []drain.Option{
@@ -274,7 +274,7 @@ func TestDrainBoundedWithStubbornHandlers(t *testing.T) {
 					t.Errorf("run %d: Drain() leaked %d handlers, want %d: %+v", run, len(r.Leaked), unary+1, r.Leaked)
 				}
 				for range unary + 1 {
-					if err := serveReceive(t, calls, "the calls to end"); status.Code(err) != codes.Unavailable {
+					if err := receive(t, calls, "the calls to end"); status.Code(err) != codes.Unavailable {
 						t.Errorf("run %d: call cut by the forced stop = %v, want code %v", run, err, codes.Unavailable)
 					}
 				}
@@ -330,7 +330,7 @@ func (s *benchServer) benchOpenWatches(tb testing.TB, n int) <-chan error {
 		}()
 	}
 	for range n {
-		if err := serveReceive(tb, opened, "the streams to open"); err != nil {
+		if err := receive(tb, opened, "the streams to open"); err != nil {
 			tb.Fatalf("opening Watch streams: %v", err)
 		}
 	}
@@ -380,13 +380,13 @@ func benchDrainLongLived(tb testing.TB, timing func(on bool)) benchCancelResult 
 	if err != nil || r.Forced {
 		tb.Fatalf("Drain() = forced %t, %v, want a clean drain", r.Forced, err)
 	}
-	if got, want := httpPhaseNames(r), []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseCleanup}; !slices.Equal(got, want) {
+	if got, want := phaseNames(r), []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseCleanup}; !slices.Equal(got, want) {
 		tb.Errorf("Drain() phases = %v, want %v", got, want)
 	}
 	if r.Cancelled != benchLongLivedStreams {
 		tb.Errorf("Drain() cancelled %d handlers, want %d", r.Cancelled, benchLongLivedStreams)
 	}
-	res.goAwayToReturn = end.Sub(serveReceive(tb, goAway, "the GoAway event"))
+	res.goAwayToReturn = end.Sub(receive(tb, goAway, "the GoAway event"))
 	for i, p := range r.Phases {
 		if p.Name == drain.PhaseGraceful {
 			for _, q := range r.Phases[i:] {
@@ -397,7 +397,7 @@ func benchDrainLongLived(tb testing.TB, timing func(on bool)) benchCancelResult 
 	bad := 0
 	var example error
 	for range benchLongLivedStreams {
-		err := serveReceive(tb, ends, "the streams to end")
+		err := receive(tb, ends, "the streams to end")
 		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "shutting down") {
 			bad++
 			example = err
@@ -472,9 +472,9 @@ func TestCancelLongLived10k(t *testing.T) {
 			t.Errorf("InFlight() = %d after GracefulStop ran %v, want all %d streams still open", got, wait, benchLongLivedStreams)
 		}
 		s.srv.Stop()
-		serveReceive(t, stopped, "GracefulStop to return after Stop")
+		receive(t, stopped, "GracefulStop to return after Stop")
 		for range benchLongLivedStreams {
-			serveReceive(t, ends, "the streams to end")
+			receive(t, ends, "the streams to end")
 		}
 	})
 }

@@ -28,11 +28,6 @@ import (
 )
 
 const (
-	defaultTestTimeout      = 10 * time.Second
-	defaultTestShortTimeout = 100 * time.Millisecond
-)
-
-const (
 	unaryMethod  = "/grpc.testing.TestService/UnaryCall"
 	streamMethod = "/grpc.testing.TestService/StreamingOutputCall"
 )
@@ -165,17 +160,6 @@ func waitStarted(t *testing.T, svc *service, method string) {
 	}
 }
 
-func recv[T any](t *testing.T, c <-chan T, what string) T {
-	t.Helper()
-	select {
-	case v := <-c:
-		return v
-	case <-time.After(defaultTestTimeout):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
-
 // recorder is a hook that records the events it sees.
 type recorder struct {
 	mu     sync.Mutex
@@ -207,18 +191,10 @@ func (r *recorder) phases() []stophook.Phase {
 func (r *recorder) waitPhase(t *testing.T, p stophook.Phase) {
 	t.Helper()
 	for {
-		if got := recv(t, r.seen, "event "+p.String()); got == p {
+		if got := receive(t, r.seen, "event "+p.String()); got == p {
 			return
 		}
 	}
-}
-
-func phaseNames(r drain.Report) []string {
-	var names []string
-	for _, p := range r.Phases {
-		names = append(names, p.Name)
-	}
-	return names
 }
 
 type drainResult struct {
@@ -285,7 +261,7 @@ func TestDrainNotReadyKeepsServing(t *testing.T) {
 	default:
 	}
 	cancel() // skips the rest of the delay
-	res := recv(t, done, "Drain")
+	res := receive(t, done, "Drain")
 	if !slices.Contains(phaseNames(res.report), drain.PhaseNotReady) {
 		t.Errorf("Drain() phases = %v, want NotReady among them", phaseNames(res.report))
 	}
@@ -306,10 +282,10 @@ func TestDrainGracefulWaitsForInFlight(t *testing.T) {
 	case <-time.After(defaultTestShortTimeout):
 	}
 	close(svc.release)
-	if err := recv(t, call, "the call"); err != nil {
+	if err := receive(t, call, "the call"); err != nil {
 		t.Errorf("UnaryCall() in flight during the drain = %v, want nil", err)
 	}
-	res := recv(t, done, "Drain")
+	res := receive(t, done, "Drain")
 	if res.err != nil {
 		t.Errorf("Drain() = %v, want nil", res.err)
 	}
@@ -331,10 +307,10 @@ func TestDrainCancelsLongLivedStreams(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Drain() = %v, want nil", err)
 	}
-	if got := recv(t, svc.causes, "the stream's cause"); !errors.Is(got, drain.ErrDraining) {
+	if got := receive(t, svc.causes, "the stream's cause"); !errors.Is(got, drain.ErrDraining) {
 		t.Errorf("context.Cause() in the stream handler = %v, want %v", got, drain.ErrDraining)
 	}
-	err = recv(t, stream, "the stream")
+	err = receive(t, stream, "the stream")
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "shutting down") {
 		t.Errorf("stream Recv() = %v, want Unavailable, shutting down", err)
 	}
@@ -354,10 +330,10 @@ func TestDrainCancelPhase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Drain() = %v, want nil", err)
 	}
-	if got := recv(t, svc.causes, "the handler's cause"); got != drain.ErrDraining {
+	if got := receive(t, svc.causes, "the handler's cause"); got != drain.ErrDraining {
 		t.Errorf("context.Cause() in the handler = %v, want %v", got, drain.ErrDraining)
 	}
-	if err := recv(t, call, "the call"); status.Code(err) != codes.Unavailable {
+	if err := receive(t, call, "the call"); status.Code(err) != codes.Unavailable {
 		t.Errorf("UnaryCall() = %v, want code Unavailable", err)
 	}
 	if got, want := phaseNames(r), []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseCancel, drain.PhaseCleanup}; !slices.Equal(got, want) {
@@ -399,7 +375,7 @@ func TestDrainForcedReportsLeaked(t *testing.T) {
 	if last := rec.events[len(rec.events)-1]; len(last.Leaked) != 1 || last.Leaked[0].Method != unaryMethod {
 		t.Errorf("Stopped event Leaked = %v, want %s", last.Leaked, unaryMethod)
 	}
-	if err := recv(t, call, "the call"); status.Code(err) != codes.Unavailable {
+	if err := receive(t, call, "the call"); status.Code(err) != codes.Unavailable {
 		t.Errorf("UnaryCall() = %v, want code Unavailable", err)
 	}
 	// One record per phase, then the report naming the leaked method.
@@ -431,7 +407,7 @@ func TestDrainContextEndSkipsToForce(t *testing.T) {
 	done := startDrain(ctx, d)
 	rec.waitPhase(t, stophook.GoAway)
 	cancel()
-	res := recv(t, done, "Drain")
+	res := receive(t, done, "Drain")
 	if !errors.Is(res.err, drain.ErrForced) {
 		t.Errorf("Drain() = %v, want an error wrapping ErrForced", res.err)
 	}
@@ -470,9 +446,9 @@ func TestDrainTwice(t *testing.T) {
 		results = append(results, startDrain(context.Background(), d))
 	}
 	close(svc.release)
-	first := recv(t, results[0], "Drain")
+	first := receive(t, results[0], "Drain")
 	for i, c := range results[1:] {
-		res := recv(t, c, "Drain")
+		res := receive(t, c, "Drain")
 		if res.err != first.err || !res.report.Started.Equal(first.report.Started) || res.report.Duration != first.report.Duration {
 			t.Errorf("concurrent Drain() %d = %+v, %v; want the same as the first, %+v, %v", i+1, res.report, res.err, first.report, first.err)
 		}

@@ -15,26 +15,40 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/drainkit/drainkit/drain"
 	"github.com/drainkit/drainkit/interceptors"
 )
 
-// serveTestTimeout bounds every wait of the tests of Serve, of the HTTP
-// tests and of the benchmarks for something that must happen.
-const serveTestTimeout = 10 * time.Second
+const (
+	// defaultTestTimeout bounds every wait for something that must happen.
+	defaultTestTimeout = 10 * time.Second
+	// defaultTestShortTimeout is how long a test waits to see that
+	// something does not happen.
+	defaultTestShortTimeout = 100 * time.Millisecond
+)
 
-// serveReceive returns the next value from c, or fails tb after
-// serveTestTimeout.
-func serveReceive[T any](tb testing.TB, c <-chan T, what string) T {
+// receive returns the next value from c, or fails tb after
+// defaultTestTimeout.
+func receive[T any](tb testing.TB, c <-chan T, what string) T {
 	tb.Helper()
-	timer := time.NewTimer(serveTestTimeout)
+	timer := time.NewTimer(defaultTestTimeout)
 	defer timer.Stop()
 	select {
 	case v := <-c:
 		return v
 	case <-timer.C:
-		tb.Fatalf("timed out after %v waiting for %s", serveTestTimeout, what)
+		tb.Fatalf("timed out after %v waiting for %s", defaultTestTimeout, what)
 		panic("unreachable")
 	}
+}
+
+// phaseNames returns the names of the phases of r.
+func phaseNames(r drain.Report) []string {
+	var names []string
+	for _, p := range r.Phases {
+		names = append(names, p.Name)
+	}
+	return names
 }
 
 // serveService is a TestService whose UnaryCall and StreamingOutputCall
@@ -118,7 +132,7 @@ func serveDialBuf(tb testing.TB, lis *bufconn.Listener) *grpc.ClientConn {
 // to be ready, so that the server is known to be serving.
 func serveWaitReady(tb testing.TB, cc *grpc.ClientConn) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), serveTestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
 	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
 		tb.Fatalf("Check() = %v, want nil", err)

@@ -35,17 +35,8 @@ func httpPhases() (stophook.Hook, <-chan stophook.Phase) {
 // httpWaitPhase reads phases until p.
 func httpWaitPhase(t *testing.T, phases <-chan stophook.Phase, p stophook.Phase) {
 	t.Helper()
-	for serveReceive(t, phases, "event "+p.String()) != p {
+	for receive(t, phases, "event "+p.String()) != p {
 	}
-}
-
-// httpPhaseNames returns the names of the phases of r.
-func httpPhaseNames(r drain.Report) []string {
-	var names []string
-	for _, p := range r.Phases {
-		names = append(names, p.Name)
-	}
-	return names
 }
 
 type httpResult struct {
@@ -88,7 +79,7 @@ func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
 	recorder, phases := httpPhases()
 	// Hooks run in reverse order: the recorder sees GoAway once the HTTP
 	// server's hook has returned, that is once its listener is closed.
-	d := drain.New(srv, tr, drain.WithGracePeriod(serveTestTimeout),
+	d := drain.New(srv, tr, drain.WithGracePeriod(defaultTestTimeout),
 		drain.WithHooks(recorder, stophook.HTTPServer(httpSrv)))
 
 	cc := serveDialAddr(t, lis.Addr().String())
@@ -97,7 +88,7 @@ func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
 		_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
 		call <- err
 	}()
-	serveReceive(t, grpcStarted, "the gRPC handler to start")
+	receive(t, grpcStarted, "the gRPC handler to start")
 
 	transport := &http.Transport{}
 	t.Cleanup(transport.CloseIdleConnections)
@@ -112,7 +103,7 @@ func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
 		}
 		request <- r
 	}()
-	serveReceive(t, httpStarted, "the HTTP handler to start")
+	receive(t, httpStarted, "the HTTP handler to start")
 
 	drained := make(chan error, 1)
 	var report drain.Report
@@ -123,7 +114,7 @@ func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
 	}()
 	httpWaitPhase(t, phases, stophook.GoAway)
 
-	if conn, err := net.DialTimeout("tcp", hlis.Addr().String(), serveTestTimeout); err == nil {
+	if conn, err := net.DialTimeout("tcp", hlis.Addr().String(), defaultTestTimeout); err == nil {
 		conn.Close()
 		t.Errorf("new connection to the HTTP server after GoAway: accepted, want refused")
 	}
@@ -136,28 +127,28 @@ func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
 	}
 
 	close(httpRelease)
-	r := serveReceive(t, request, "the HTTP request")
+	r := receive(t, request, "the HTTP request")
 	if r.err != nil || r.resp.StatusCode != http.StatusOK || r.body != "done" {
 		t.Fatalf("HTTP request in progress at GoAway = %v, %v, %q, want 200 OK, \"done\"", r.resp, r.err, r.body)
 	}
 	if !r.resp.Close {
 		t.Errorf("response to the HTTP request in progress at GoAway has no \"Connection: close\"")
 	}
-	if err := serveReceive(t, httpServed, "http.Server.Serve to return"); !errors.Is(err, http.ErrServerClosed) {
+	if err := receive(t, httpServed, "http.Server.Serve to return"); !errors.Is(err, http.ErrServerClosed) {
 		t.Errorf("http.Server.Serve() = %v, want %v", err, http.ErrServerClosed)
 	}
 
 	close(grpcRelease)
-	if err := serveReceive(t, call, "the gRPC call"); err != nil {
+	if err := receive(t, call, "the gRPC call"); err != nil {
 		t.Errorf("gRPC call in progress = %v, want nil", err)
 	}
-	if err := serveReceive(t, drained, "Drain to return"); err != nil {
+	if err := receive(t, drained, "Drain to return"); err != nil {
 		t.Errorf("Drain() = %v, want nil", err)
 	}
-	if want := []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseCleanup}; !slices.Equal(httpPhaseNames(report), want) || report.Forced {
-		t.Errorf("Drain() report phases = %v, forced %t, want %v, not forced", httpPhaseNames(report), report.Forced, want)
+	if want := []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseCleanup}; !slices.Equal(phaseNames(report), want) || report.Forced {
+		t.Errorf("Drain() report phases = %v, forced %t, want %v, not forced", phaseNames(report), report.Forced, want)
 	}
-	if err := serveReceive(t, grpcServed, "grpc.Server.Serve to return"); err != nil {
+	if err := receive(t, grpcServed, "grpc.Server.Serve to return"); err != nil {
 		t.Errorf("grpc.Server.Serve() = %v, want nil", err)
 	}
 }
@@ -236,11 +227,11 @@ func TestServeHTTPDrainVersusGracefulStop(t *testing.T) {
 				_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
 				call <- err
 			}()
-			serveReceive(t, started, "the unary handler to start")
+			receive(t, started, "the unary handler to start")
 
 			if !tc.useDrain {
 				grpcSrv.GracefulStop()
-				err := serveReceive(t, call, "the unary call")
+				err := receive(t, call, "the unary call")
 				t.Logf("unary call in progress at GracefulStop: %v", err)
 				if (err == nil) != tc.wantCallOK {
 					t.Errorf("unary call in progress at GracefulStop = %v, want success %t", err, tc.wantCallOK)
@@ -248,7 +239,7 @@ func TestServeHTTPDrainVersusGracefulStop(t *testing.T) {
 				return
 			}
 
-			d := drain.New(grpcSrv, tr, drain.WithGracePeriod(serveTestTimeout),
+			d := drain.New(grpcSrv, tr, drain.WithGracePeriod(defaultTestTimeout),
 				drain.WithHealth(hs), drain.WithHooks(stophook.HTTPServer(httpSrv)))
 			r, err := d.Drain(context.Background())
 			if err != nil || r.Forced {
@@ -257,14 +248,14 @@ func TestServeHTTPDrainVersusGracefulStop(t *testing.T) {
 			if len(r.Phases) < 2 || r.Phases[1].Name != drain.PhaseGraceful || r.Phases[1].InFlight < 2 {
 				t.Errorf("Drain() phases = %+v, want Graceful second, beginning with the call and Watch in flight", r.Phases)
 			}
-			if err := serveReceive(t, call, "the unary call"); (err == nil) != tc.wantCallOK {
+			if err := receive(t, call, "the unary call"); (err == nil) != tc.wantCallOK {
 				t.Errorf("unary call in progress at Drain = %v, want success %t", err, tc.wantCallOK)
 			}
-			err = serveReceive(t, watchEnd, "the end of Watch")
+			err = receive(t, watchEnd, "the end of Watch")
 			if status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), "shutting down") {
 				t.Errorf("Watch at Drain ended with %v, want code %v and \"shutting down\"", err, codes.Unavailable)
 			}
-			if err := serveReceive(t, httpServed, "http.Server.Serve to return"); !errors.Is(err, http.ErrServerClosed) {
+			if err := receive(t, httpServed, "http.Server.Serve to return"); !errors.Is(err, http.ErrServerClosed) {
 				t.Errorf("http.Server.Serve() = %v, want %v", err, http.ErrServerClosed)
 			}
 		})

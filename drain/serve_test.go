@@ -113,7 +113,7 @@ func serveChildMain(mode string) int {
 		select {
 		case <-goAway:
 			return nil
-		case <-time.After(serveTestTimeout):
+		case <-time.After(defaultTestTimeout):
 			return errors.New("no drain began")
 		}
 	}}
@@ -149,7 +149,7 @@ func serveChildMain(mode string) int {
 	case "programmatic":
 		select {
 		case <-drained:
-		case <-time.After(serveTestTimeout):
+		case <-time.After(defaultTestTimeout):
 			out.line("DRAIN_NOT_RETURNED")
 		}
 	case "linger", "own-signal":
@@ -158,7 +158,7 @@ func serveChildMain(mode string) int {
 		case sig := <-own: // never ready in mode linger: own is nil
 			out.line("OWN_SIGNAL %v", sig)
 			return serveExitClean
-		case <-time.After(serveTestTimeout):
+		case <-time.After(defaultTestTimeout):
 			return serveExitLingered
 		}
 	}
@@ -240,7 +240,7 @@ func (c *serveChild) report() string {
 // prefix, and returns that line.
 func (c *serveChild) expect(prefix string) string {
 	c.t.Helper()
-	timer := time.NewTimer(serveTestTimeout)
+	timer := time.NewTimer(defaultTestTimeout)
 	defer timer.Stop()
 	for {
 		select {
@@ -257,7 +257,7 @@ func (c *serveChild) expect(prefix string) string {
 				return l
 			}
 		case <-timer.C:
-			c.t.Fatalf("the child did not print %q within %v\n%s", prefix, serveTestTimeout, c.report())
+			c.t.Fatalf("the child did not print %q within %v\n%s", prefix, defaultTestTimeout, c.report())
 		}
 	}
 }
@@ -363,10 +363,10 @@ func TestServeDrainsOnSignal(t *testing.T) {
 			call := c.startUnary()
 
 			c.signal(tc.sig)
-			if err := serveReceive(t, call, "the in-flight call"); err != nil {
+			if err := receive(t, call, "the in-flight call"); err != nil {
 				t.Errorf("in-flight UnaryCall() = %v, want nil", err)
 			}
-			if code, _ := c.exitCode(serveTestTimeout); code != serveExitClean {
+			if code, _ := c.exitCode(defaultTestTimeout); code != serveExitClean {
 				t.Errorf("child exit code = %d, want %d (Serve returned nil)\n%s", code, serveExitClean, c.report())
 			}
 			for _, want := range []string{"EVENT DrainStart", "EVENT GoAway", "EVENT Stopped", "SERVE_RETURNED forced=false err=<nil>"} {
@@ -406,7 +406,7 @@ func TestServeSecondSignalForces(t *testing.T) {
 	if c.printed("EVENT GraceTimeout") {
 		t.Errorf("the child ran the Cancel phase, want it skipped by the second signal\n%s", c.report())
 	}
-	if err := serveReceive(t, call, "the in-flight call"); status.Code(err) != codes.Unavailable {
+	if err := receive(t, call, "the in-flight call"); status.Code(err) != codes.Unavailable {
 		t.Errorf("in-flight UnaryCall() = %v, want code %v", err, codes.Unavailable)
 	}
 }
@@ -434,7 +434,7 @@ func TestServeSignalDuringProgrammaticDrain(t *testing.T) {
 			t.Errorf("the child did not print %q\n%s", want, c.report())
 		}
 	}
-	if err := serveReceive(t, call, "the in-flight call"); status.Code(err) != codes.Unavailable {
+	if err := receive(t, call, "the in-flight call"); status.Code(err) != codes.Unavailable {
 		t.Errorf("in-flight UnaryCall() = %v, want code %v", err, codes.Unavailable)
 	}
 }
@@ -460,7 +460,7 @@ func TestServeStopsListeningWhenItReturns(t *testing.T) {
 			c.expect("LINGERING")
 
 			c.signal(tc.after)
-			ws, _ := c.wait(serveTestTimeout)
+			ws, _ := c.wait(defaultTestTimeout)
 			switch {
 			case tc.wantKill && !(ws.Signaled() && ws.Signal() == tc.after):
 				t.Errorf("child status after %v = %v, want killed by it: Serve still receives it\n%s", tc.after, c.cmd.ProcessState, c.report())
@@ -481,7 +481,7 @@ func TestServeAfterDrain(t *testing.T) {
 	defer lis.Close()
 	served := make(chan error, 1)
 	go func() { served <- d.Serve(lis) }()
-	if err := serveReceive(t, served, "Serve to return"); !errors.Is(err, drain.ErrDrained) {
+	if err := receive(t, served, "Serve to return"); !errors.Is(err, drain.ErrDrained) {
 		t.Errorf("Serve() after Drain = %v, want an error wrapping %v", err, drain.ErrDrained)
 	}
 }
@@ -499,7 +499,7 @@ func TestServeReturnsResultOfDrain(t *testing.T) {
 	if _, err := d.Drain(context.Background()); err != nil {
 		t.Fatalf("Drain() = %v, want nil", err)
 	}
-	if err := serveReceive(t, served, "Serve to return"); err != nil {
+	if err := receive(t, served, "Serve to return"); err != nil {
 		t.Errorf("Serve() = %v, want nil, the result of Drain", err)
 	}
 }
