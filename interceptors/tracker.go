@@ -76,9 +76,8 @@ func (t *Tracker) ServedHTTP() bool { return t.servedHTTP.Load() }
 // first.
 func (t *Tracker) Calls() []Call {
 	calls := make([]Call, 0, t.InFlight())
-	t.each(func(c *call) bool {
+	t.each(func(c *call) {
 		calls = append(calls, c.Call)
-		return false
 	})
 	slices.SortFunc(calls, func(a, b Call) int { return a.Started.Compare(b.Started) })
 	return calls
@@ -141,23 +140,22 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 		cause = ErrShuttingDown
 	}
 	n := 0
-	t.each(func(c *call) bool {
+	t.each(func(c *call) {
 		// A context that has ended already, by its client or its deadline,
 		// keeps its cause and is not counted.
 		if c.Cancelled || longLivedOnly && !c.LongLived || c.ctx.Err() != nil {
-			return false
+			return
 		}
 		c.Cancelled = true
 		c.cause = cause
 		c.cancel(cause)
 		n++
-		return false
 	})
 	return n
 }
 
 // each calls f on every running call, under the lock of its shard.
-func (t *Tracker) each(f func(*call) bool) {
+func (t *Tracker) each(f func(*call)) {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
