@@ -29,13 +29,14 @@ var File_demo_proto protoreflect.FileDescriptor
 const file_demo_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"demo.proto\x12\x10drainkit.demo.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto2\xcc\x02\n" +
+	"demo.proto\x12\x10drainkit.demo.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto2\x94\x03\n" +
 	"\x04Demo\x12B\n" +
 	"\x04Echo\x12\x1c.google.protobuf.StringValue\x1a\x1c.google.protobuf.StringValue\x12:\n" +
 	"\x05Sleep\x12\x19.google.protobuf.Duration\x1a\x16.google.protobuf.Empty\x12=\n" +
 	"\x05Watch\x12\x16.google.protobuf.Empty\x1a\x1a.google.protobuf.Timestamp0\x01\x12C\n" +
 	"\x06Append\x12\x1c.google.protobuf.StringValue\x1a\x1b.google.protobuf.Int64Value\x12@\n" +
-	"\x03Get\x12\x1b.google.protobuf.Int64Value\x1a\x1c.google.protobuf.StringValueB5Z3github.com/drainkit/drainkit/examples/demopb;demopbb\x06proto3"
+	"\x03Get\x12\x1b.google.protobuf.Int64Value\x1a\x1c.google.protobuf.StringValue\x12F\n" +
+	"\x04Chat\x12\x1c.google.protobuf.StringValue\x1a\x1c.google.protobuf.StringValue(\x010\x01B5Z3github.com/drainkit/drainkit/examples/demopb;demopbb\x06proto3"
 
 var file_demo_proto_goTypes = []any{
 	(*wrapperspb.StringValue)(nil), // 0: google.protobuf.StringValue
@@ -50,13 +51,15 @@ var file_demo_proto_depIdxs = []int32{
 	2, // 2: drainkit.demo.v1.Demo.Watch:input_type -> google.protobuf.Empty
 	0, // 3: drainkit.demo.v1.Demo.Append:input_type -> google.protobuf.StringValue
 	3, // 4: drainkit.demo.v1.Demo.Get:input_type -> google.protobuf.Int64Value
-	0, // 5: drainkit.demo.v1.Demo.Echo:output_type -> google.protobuf.StringValue
-	2, // 6: drainkit.demo.v1.Demo.Sleep:output_type -> google.protobuf.Empty
-	4, // 7: drainkit.demo.v1.Demo.Watch:output_type -> google.protobuf.Timestamp
-	3, // 8: drainkit.demo.v1.Demo.Append:output_type -> google.protobuf.Int64Value
-	0, // 9: drainkit.demo.v1.Demo.Get:output_type -> google.protobuf.StringValue
-	5, // [5:10] is the sub-list for method output_type
-	0, // [0:5] is the sub-list for method input_type
+	0, // 5: drainkit.demo.v1.Demo.Chat:input_type -> google.protobuf.StringValue
+	0, // 6: drainkit.demo.v1.Demo.Echo:output_type -> google.protobuf.StringValue
+	2, // 7: drainkit.demo.v1.Demo.Sleep:output_type -> google.protobuf.Empty
+	4, // 8: drainkit.demo.v1.Demo.Watch:output_type -> google.protobuf.Timestamp
+	3, // 9: drainkit.demo.v1.Demo.Append:output_type -> google.protobuf.Int64Value
+	0, // 10: drainkit.demo.v1.Demo.Get:output_type -> google.protobuf.StringValue
+	0, // 11: drainkit.demo.v1.Demo.Chat:output_type -> google.protobuf.StringValue
+	6, // [6:12] is the sub-list for method output_type
+	0, // [0:6] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name

@@ -28,6 +28,7 @@ const (
 	Demo_Watch_FullMethodName  = "/drainkit.demo.v1.Demo/Watch"
 	Demo_Append_FullMethodName = "/drainkit.demo.v1.Demo/Append"
 	Demo_Get_FullMethodName    = "/drainkit.demo.v1.Demo/Get"
+	Demo_Chat_FullMethodName   = "/drainkit.demo.v1.Demo/Chat"
 )
 
 // DemoClient is the client API for Demo service.
@@ -50,6 +51,10 @@ type DemoClient interface {
 	Append(ctx context.Context, in *wrapperspb.StringValue, opts ...grpc.CallOption) (*wrapperspb.Int64Value, error)
 	// Get returns the value stored under an id, or NOT_FOUND.
 	Get(ctx context.Context, in *wrapperspb.Int64Value, opts ...grpc.CallOption) (*wrapperspb.StringValue, error)
+	// Chat echoes back each value it receives, until the client closes its
+	// side. Between messages its handler waits in Recv: a drain must end it
+	// all the same.
+	Chat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[wrapperspb.StringValue, wrapperspb.StringValue], error)
 }
 
 type demoClient struct {
@@ -119,6 +124,19 @@ func (c *demoClient) Get(ctx context.Context, in *wrapperspb.Int64Value, opts ..
 	return out, nil
 }
 
+func (c *demoClient) Chat(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[wrapperspb.StringValue, wrapperspb.StringValue], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Demo_ServiceDesc.Streams[1], Demo_Chat_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[wrapperspb.StringValue, wrapperspb.StringValue]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Demo_ChatClient = grpc.BidiStreamingClient[wrapperspb.StringValue, wrapperspb.StringValue]
+
 // DemoServer is the server API for Demo service.
 // All implementations must embed UnimplementedDemoServer
 // for forward compatibility.
@@ -139,6 +157,10 @@ type DemoServer interface {
 	Append(context.Context, *wrapperspb.StringValue) (*wrapperspb.Int64Value, error)
 	// Get returns the value stored under an id, or NOT_FOUND.
 	Get(context.Context, *wrapperspb.Int64Value) (*wrapperspb.StringValue, error)
+	// Chat echoes back each value it receives, until the client closes its
+	// side. Between messages its handler waits in Recv: a drain must end it
+	// all the same.
+	Chat(grpc.BidiStreamingServer[wrapperspb.StringValue, wrapperspb.StringValue]) error
 	mustEmbedUnimplementedDemoServer()
 }
 
@@ -163,6 +185,9 @@ func (UnimplementedDemoServer) Append(context.Context, *wrapperspb.StringValue) 
 }
 func (UnimplementedDemoServer) Get(context.Context, *wrapperspb.Int64Value) (*wrapperspb.StringValue, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
+}
+func (UnimplementedDemoServer) Chat(grpc.BidiStreamingServer[wrapperspb.StringValue, wrapperspb.StringValue]) error {
+	return status.Error(codes.Unimplemented, "method Chat not implemented")
 }
 func (UnimplementedDemoServer) mustEmbedUnimplementedDemoServer() {}
 func (UnimplementedDemoServer) testEmbeddedByValue()              {}
@@ -268,6 +293,13 @@ func _Demo_Get_Handler(srv interface{}, ctx context.Context, dec func(interface{
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Demo_Chat_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(DemoServer).Chat(&grpc.GenericServerStream[wrapperspb.StringValue, wrapperspb.StringValue]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Demo_ChatServer = grpc.BidiStreamingServer[wrapperspb.StringValue, wrapperspb.StringValue]
+
 // Demo_ServiceDesc is the grpc.ServiceDesc for Demo service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -297,6 +329,12 @@ var Demo_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Watch",
 			Handler:       _Demo_Watch_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Chat",
+			Handler:       _Demo_Chat_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "demo.proto",

@@ -75,7 +75,7 @@ func serve(cfg demoflags.Config, logger *slog.Logger) error {
 	// no-op, for the paths that return before a drain.
 	defer db.Close()
 
-	tracker := interceptors.NewTracker(interceptors.WithLongLived(demopb.Demo_Watch_FullMethodName))
+	tracker := interceptors.NewTracker(interceptors.WithLongLived(demopb.Demo_Watch_FullMethodName, demopb.Demo_Chat_FullMethodName))
 	tel, err := newTelemetry(cfg.Otel, os.Stdout)
 	if err != nil {
 		return err

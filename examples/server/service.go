@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"google.golang.org/grpc"
@@ -70,6 +71,24 @@ func (s *demoService) Watch(_ *emptypb.Empty, stream grpc.ServerStreamingServer[
 			if err := stream.Send(timestamppb.New(now)); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// Chat echoes back each value it receives until the client closes its side.
+// It waits in Recv between messages, so only a cancellation that ends the
+// stream itself, as the Tracker's does, ends it during a drain.
+func (s *demoService) Chat(stream grpc.BidiStreamingServer[wrapperspb.StringValue, wrapperspb.StringValue]) error {
+	for {
+		in, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(wrapperspb.String(in.GetValue())); err != nil {
+			return err
 		}
 	}
 }
