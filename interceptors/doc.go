@@ -29,12 +29,50 @@
 // A handler whose context was cancelled by CancelAll or CancelLongLived and
 // that returns an error, whatever the error, sends its client
 // codes.Unavailable with a message saying the server is shutting down, so
-// that retry policies and balancers move the call elsewhere; one that
-// returns a result keeps it. A handler that returns an error after a
+// that retry policies and balancers move the call elsewhere. A unary call
+// whose handler returns a result despite the cancellation keeps it. A
+// long-lived stream ends with codes.Unavailable whatever its handler
+// returns, nil included: "told to stop, so stop" must not read as a
+// subscription that completed. A handler that returns an error after a
 // deadline set or capped by the Tracker has passed sends
 // codes.DeadlineExceeded. Calls refused by Reject or RejectLongLived get
 // codes.Unavailable before their handler runs. A nil cause stands for
 // ErrShuttingDown everywhere, so the shutdown path never panics.
+//
+// # How streams end
+//
+// grpc-go's RecvMsg and SendMsg wait on the context of the transport stream,
+// not on the context a handler is given: cancelling the handler's context
+// alone does not wake a handler blocked in Recv (a bidi loop, an upload
+// whose client went quiet) or in Send (a client that does not read, holding
+// the stream on flow control). So when CancelAll, CancelLongLived or a
+// stream deadline set by the Tracker cancels a stream, the Tracker also ends
+// the RPC itself if its handler waits in RecvMsg or SendMsg then, or calls
+// either later: it writes the stream's status as grpc does when a handler
+// returns, through the ServerTransportStream that grpc puts in every call's
+// context (its WriteStatus method). The client receives codes.Unavailable
+// with the shutting-down message, or codes.DeadlineExceeded, at once; the
+// handler's pending and later RecvMsg and SendMsg return an error; the
+// handler returns and InFlight falls. grpc ignores the status the handler
+// then returns. A handler busy elsewhere when it is cancelled, which returns
+// without touching its stream again, sets the status itself, as a unary
+// handler does: a finite stream that returns nil keeps codes.OK, a
+// long-lived one ends with codes.Unavailable.
+//
+// This holds on the server's own listeners and through ServeHTTP, with one
+// exception: through ServeHTTP, grpc-go writes every frame of a stream, its
+// status included, on the HTTP handler's goroutine, so a handler blocked in
+// SendMsg on a client that does not read is freed only when the HTTP server
+// closes the connection (stophook.HTTPServer does at the forced stop).
+//
+// WriteStatus is exported by grpc-go's transport but is not part of its
+// stable API. The Tracker finds it with a type assertion, and EndsStreams
+// reports whether it did. Where it is absent (a future grpc-go, or a test
+// that calls the interceptor with a stream of its own), cancellation falls
+// back to the handler's context alone, as before: handlers that select on
+// their context still end, those blocked in RecvMsg or SendMsg wait for the
+// drain's forced stop. drainkit's tests fail loudly if a grpc-go upgrade
+// removes it.
 //
 // # Deadlines
 //

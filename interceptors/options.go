@@ -15,8 +15,14 @@ type optionFunc func(*options)
 
 func (f optionFunc) apply(o *options) { f(o) }
 
-// healthWatch is the one method that is long-lived by default.
-const healthWatch = "/grpc.health.v1.Health/Watch"
+// defaultLongLived lists the methods that are long-lived by default: grpc's
+// health Watch, and its reflection streams, which clients such as grpcurl's
+// shell and GUI tools keep open between requests.
+var defaultLongLived = []string{
+	"/grpc.health.v1.Health/Watch",
+	"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+	"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+}
 
 type options struct {
 	defaultTimeout time.Duration            // 0: none
@@ -67,8 +73,11 @@ func WithStreamTimeout(d time.Duration) Option {
 // WithLongLived marks streaming methods that never end by themselves, such as
 // watches and subscriptions. Long-lived streams get no stream timeout, are
 // cancelled first by a drain (see Tracker.CancelLongLived) and can be refused
-// on their own (see Tracker.RejectLongLived). "/grpc.health.v1.Health/Watch" is
-// long-lived by default. It panics if a name is not a full method name.
+// on their own (see Tracker.RejectLongLived). grpc's health Watch
+// ("/grpc.health.v1.Health/Watch") and reflection streams
+// ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo" and its
+// v1alpha twin) are long-lived by default. It panics if a name is not a full
+// method name.
 func WithLongLived(fullMethods ...string) Option {
 	for _, m := range fullMethods {
 		mustBeFullMethod("WithLongLived", m)
@@ -83,7 +92,10 @@ func WithLongLived(fullMethods ...string) Option {
 func evaluateOptions(opts []Option) *options {
 	o := &options{
 		methodTimeout: map[string]time.Duration{},
-		longLived:     map[string]struct{}{healthWatch: {}},
+		longLived:     map[string]struct{}{},
+	}
+	for _, m := range defaultLongLived {
+		o.longLived[m] = struct{}{}
 	}
 	for i, opt := range opts {
 		if opt == nil {

@@ -30,6 +30,11 @@ type call struct {
 	shard      *shard
 	prev, next *call
 
+	// ss is the stream handed to the handler of a streaming call, which
+	// ends the stream when it is cancelled; nil for unary calls. Unlike
+	// the record, it is never recycled.
+	ss *serverStream
+
 	timer  *time.Timer // enforces an injected deadline; kept across reuses
 	expire func()      // the timer's function, made once per record
 }
@@ -56,10 +61,19 @@ func (s *shard) remove(c *call) {
 	c.prev, c.next = nil, nil
 }
 
-// arm starts the timer that cancels c.ctx with ErrServerDeadline after d.
+// arm starts the timer that cancels c.ctx with ErrServerDeadline after d
+// and, for a stream, ends the stream with codes.DeadlineExceeded.
 func (c *call) arm(d time.Duration) {
 	if c.timer == nil {
-		c.expire = func() { c.cancel(ErrServerDeadline) }
+		c.expire = func() {
+			if c.ss != nil {
+				c.ss.cancel(deadlineStatus)
+			}
+			c.cancel(ErrServerDeadline)
+			if c.ss != nil {
+				c.ss.endIfWaiting()
+			}
+		}
 		c.timer = time.AfterFunc(d, c.expire)
 		return
 	}

@@ -2,8 +2,10 @@ package interceptors
 
 import (
 	"context"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 )
 
 // UnaryServerInterceptor returns the interceptor that tracks unary calls.
@@ -11,7 +13,7 @@ import (
 // status a call really ends with and refuses calls before any other work.
 func (t *Tracker) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-		c, hctx, err := t.begin(ctx, info.FullMethod, false)
+		c, hctx, err := t.begin(ctx, info.FullMethod, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -24,19 +26,95 @@ func (t *Tracker) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 // twin of UnaryServerInterceptor.
 func (t *Tracker) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-		c, hctx, err := t.begin(ss.Context(), info.FullMethod, true)
+		w := &serverStream{ServerStream: ss}
+		c, _, err := t.begin(ss.Context(), info.FullMethod, w)
 		if err != nil {
 			return err
 		}
 		defer func() { err = t.end(c, err) }()
-		return handler(srv, &serverStream{ServerStream: ss, ctx: hctx})
+		return handler(srv, w)
 	}
 }
 
-// serverStream gives a stream handler the Tracker's context.
+// serverStream gives a stream handler the Tracker's context, and ends the
+// stream when the handler waits in RecvMsg or SendMsg after the Tracker
+// cancelled it (see "How streams end" in the package documentation).
 type serverStream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx       context.Context
+	ender     statusWriter // nil when the transport offers no way to end the stream
+	serveHTTP bool
+
+	// ending is the status the stream ends with once the Tracker has
+	// cancelled it; inside counts the handler's goroutines in RecvMsg or
+	// SendMsg. The Tracker sets ending, then ends the stream if inside is
+	// above 0; RecvMsg and SendMsg count themselves in, then end the
+	// stream if ending is set. Whichever comes second sees the other, so a
+	// handler never waits in either once the stream is cancelled.
+	ending atomic.Pointer[status.Status]
+	inside atomic.Int32
 }
 
 func (s *serverStream) Context() context.Context { return s.ctx }
+
+func (s *serverStream) RecvMsg(m any) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.inside.Add(-1)
+	return s.ServerStream.RecvMsg(m)
+}
+
+func (s *serverStream) SendMsg(m any) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.inside.Add(-1)
+	return s.ServerStream.SendMsg(m)
+}
+
+// enter counts a RecvMsg or SendMsg in, unless the stream is cancelled:
+// then it ends the stream and returns its status.
+func (s *serverStream) enter() error {
+	s.inside.Add(1)
+	if st := s.ending.Load(); st != nil {
+		s.inside.Add(-1)
+		s.end(st)
+		return st.Err()
+	}
+	return nil
+}
+
+// cancel sets the status the stream ends with, unless one is set already:
+// from now on RecvMsg and SendMsg end the stream instead of waiting. It is
+// called before the handler's context is cancelled, so that a handler
+// woken by its context cannot send a message after its cancellation.
+func (s *serverStream) cancel(st *status.Status) {
+	s.ending.CompareAndSwap(nil, st)
+}
+
+// endIfWaiting ends the stream, once cancel has been called, if the
+// handler waits in RecvMsg or SendMsg.
+func (s *serverStream) endIfWaiting() {
+	if s.inside.Load() > 0 {
+		s.end(s.ending.Load())
+	}
+}
+
+// end writes st as the status of the stream, as grpc does when a handler
+// returns. A stream served through ServeHTTP is written by the HTTP
+// handler's goroutine, which may be busy with the client: its status is
+// written from a goroutine of its own, which ends when the write does or
+// the connection closes.
+func (s *serverStream) end(st *status.Status) {
+	switch {
+	case s.ender == nil:
+		// Context-only cancellation: the handler sees its context end.
+	case s.serveHTTP:
+		go s.ender.WriteStatus(st)
+	default:
+		// On grpc's own transport, WriteStatus queues the trailers for
+		// the connection's writer and does not block.
+		s.ender.WriteStatus(st)
+	}
+}

@@ -140,6 +140,8 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 		cause = ErrShuttingDown
 	}
 	n := 0
+	var st *status.Status // the status cancelled streams end with
+	var streams []*serverStream
 	t.each(func(c *call) {
 		// A context that has ended already, by its client or its deadline,
 		// keeps its cause and is not counted.
@@ -148,9 +150,21 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 		}
 		c.Cancelled = true
 		c.cause = cause
+		if c.ss != nil {
+			if st == nil {
+				st, _ = status.FromError(*unavailable(cause))
+			}
+			c.ss.cancel(st)
+			// Ended once the shard is unlocked: the record may be
+			// recycled by then, its stream may not.
+			streams = append(streams, c.ss)
+		}
 		c.cancel(cause)
 		n++
 	})
+	for _, ss := range streams {
+		ss.endIfWaiting()
+	}
 	return n
 }
 
@@ -181,9 +195,12 @@ func unavailable(cause error) *error {
 }
 
 // begin registers a call to method whose handler is about to run with ctx,
-// and returns it with the context the handler must see. It returns a status
-// error instead when the call is refused.
-func (t *Tracker) begin(ctx context.Context, method string, stream bool) (*call, context.Context, error) {
+// and returns it with the context the handler must see. For a stream, ss is
+// the stream the handler will get, and begin sets its context; it is nil
+// for a unary call. begin returns a status error instead when the call is
+// refused.
+func (t *Tracker) begin(ctx context.Context, method string, ss *serverStream) (*call, context.Context, error) {
+	stream := ss != nil
 	longLived := false
 	if stream {
 		_, longLived = t.o.longLived[method]
@@ -208,8 +225,14 @@ func (t *Tracker) begin(ctx context.Context, method string, stream bool) (*call,
 		}
 		if c.Injected {
 			hctx = &deadlineCtx{Context: c.ctx, deadline: c.Deadline}
-			c.arm(c.Deadline.Sub(c.Started))
 		}
+	}
+	if stream {
+		ss.ctx, ss.ender, ss.serveHTTP = hctx, streamEnder(ctx), c.ServeHTTP
+		c.ss = ss
+	}
+	if c.Injected {
+		c.arm(c.Deadline.Sub(c.Started))
 	}
 
 	s := &t.shards[rand.Uint32()%numShards]
@@ -249,7 +272,12 @@ func (t *Tracker) end(c *call, err error) error {
 	s.remove(c)
 	cancelled, cause := c.Cancelled, c.cause
 	s.mu.Unlock()
-	if err != nil && c.ctx.Err() != nil {
+	if cancelled && c.LongLived {
+		// A long-lived stream never ends by itself: whatever its handler
+		// returns once cancelled, nil included, its client must hear that
+		// the server went away, not that the stream is complete.
+		err = *unavailable(cause)
+	} else if err != nil && c.ctx.Err() != nil {
 		// cause is not compared with context.Cause: errors of some types
 		// cannot be compared with ==.
 		switch {
