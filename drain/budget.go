@@ -2,6 +2,7 @@ package drain
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -14,19 +15,34 @@ import (
 // force wait) and of one hook timeout per hook. Hooks handle the events
 // before Stopped beside the waits, and never past the longest the waits can
 // take; the Stopped event comes after the waits, and each hook may take up
-// to its timeout to handle it.
+// to its timeout to handle it. A sum beyond the largest time.Duration
+// saturates at it, so the budget of absurd settings is absurd, never
+// negative.
 func (d *Drainer) Budget() time.Duration {
-	return d.waits() + d.stoppedHooks()
+	return addSat(d.waits(), d.stoppedHooks())
 }
 
 // waits returns the longest the phases' waits can take together.
 func (d *Drainer) waits() time.Duration {
-	return d.o.readinessDelay + d.o.gracePeriod + d.o.cancelGrace + d.o.forceWait
+	return addSat(addSat(d.o.readinessDelay, d.o.gracePeriod), addSat(d.o.cancelGrace, d.o.forceWait))
 }
 
 // stoppedHooks returns the longest the hooks can take to handle Stopped.
 func (d *Drainer) stoppedHooks() time.Duration {
-	return time.Duration(len(d.o.hooks)) * d.o.hookTimeout
+	n := time.Duration(len(d.o.hooks))
+	if n > 0 && d.o.hookTimeout > math.MaxInt64/n {
+		return math.MaxInt64
+	}
+	return n * d.o.hookTimeout
+}
+
+// addSat returns a+b for durations that are not negative, or the largest
+// time.Duration if the sum is beyond it.
+func addSat(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // CheckBudget returns nil if Budget is within limit, and otherwise an error
@@ -50,12 +66,16 @@ func (d *Drainer) CheckBudget(limit time.Duration) error {
 	var sum time.Duration
 	culprit := ""
 	for _, p := range parts {
-		sum += p.d
+		sum = addSat(sum, p.d)
 		if sum > limit {
 			culprit = p.name
 			break
 		}
 	}
-	return fmt.Errorf("drain: worst case %v exceeds the limit of %v: readiness delay %v + grace period %v + cancel grace %v + force wait %v + hooks %v; %s takes it past the limit",
-		budget, limit, d.o.readinessDelay, d.o.gracePeriod, d.o.cancelGrace, d.o.forceWait, d.stoppedHooks(), culprit)
+	over := ""
+	if budget == math.MaxInt64 {
+		over = " (the largest duration: the settings sum past it)"
+	}
+	return fmt.Errorf("drain: worst case %v%s exceeds the limit of %v: readiness delay %v + grace period %v + cancel grace %v + force wait %v + hooks %v; %s takes it past the limit",
+		budget, over, limit, d.o.readinessDelay, d.o.gracePeriod, d.o.cancelGrace, d.o.forceWait, d.stoppedHooks(), culprit)
 }

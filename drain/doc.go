@@ -14,23 +14,30 @@
 //     and Kubernetes endpoints (which learn of a terminating pod at the same
 //     time as the pod itself) stop sending it work before it stops listening.
 //  2. Graceful: long-lived streams (see interceptors.WithLongLived) are
-//     cancelled, as they would never end, and new ones are refused with
-//     codes.Unavailable; GracefulStop sends GOAWAY and closes the listeners;
-//     the drain waits up to the grace period for the other RPCs to finish.
+//     cancelled and end with codes.Unavailable, as they would never end by
+//     themselves, and new ones are refused; GracefulStop sends GOAWAY and
+//     closes the listeners; the drain waits up to the grace period for the
+//     other RPCs to finish.
 //  3. Cancel: new RPCs are refused with codes.Unavailable, and every running
 //     handler's context is cancelled with cause ErrDraining; the drain waits
 //     up to the cancel grace. A handler that then returns an error sends its
 //     client codes.Unavailable, which clients and balancers retry elsewhere.
 //  4. Force: Stop closes every connection; the drain waits up to the force
 //     wait for handlers, then reports those still running as leaked, with
-//     method and age, and goes on without them.
+//     method and age, and goes on without them. The drain is forced
+//     (Report.Forced, ErrForced) only if Stop cut RPCs or left handlers
+//     running: when every RPC has ended but GracefulStop still waits on a
+//     connection whose client never acknowledged GOAWAY, or when the waits
+//     were skipped on an idle server, Stop cuts nothing and the drain is
+//     clean.
 //  5. Cleanup: the hooks receive the Stopped event, now that no handler
 //     uses what they close.
 //
 // No wait depends on a handler or a hook returning: Drain returns within
 // Budget whatever they do. When the context given to Drain ends, the waits
 // that remain are skipped and the drain goes straight to Force, as it does
-// on a second signal to Serve. The defaults (no readiness delay, a 20s grace
+// on a second signal to Serve; hook calls running then see their context
+// end, and Report.Skipped says why. The defaults (no readiness delay, a 20s grace
 // period, 3s cancel grace, 1s force wait and 2s per hook call) fit
 // Kubernetes' default terminationGracePeriodSeconds of 30 with up to two
 // hooks and a margin; CheckBudget tells which setting overflows a limit.
@@ -56,6 +63,23 @@
 // calls GracefulStop. A server that serves both its own listeners and
 // ServeHTTP therefore sends GOAWAY on its own listeners later than it could.
 //
-// The package never installs signal handlers unless Serve is called, and it
-// logs only through the logger given by WithLogger.
+// # Signals
+//
+// Serve drains on SIGTERM or SIGINT, and a second signal forces the drain.
+// A signal within SignalRepeatWindow (300ms) of the one before is taken as
+// the same signal delivered twice, as coreutils' timeout and some
+// supervisors deliver it (to the process, then to its group). To catch the
+// signals from the first line of main, before a slow start-up, call
+// CatchSignals and give the result to New with WithSignals: start-up work
+// can honour Signals.Context, and Serve drains at once if a signal came
+// first. The package never catches signals unless CatchSignals or Serve is
+// called.
+//
+// # Logging
+//
+// The drain logs only through the logger given by WithLogger: a record as
+// each phase begins, saying how long it may last ("max"), or why it is
+// skipped; while a phase waits, a progress record about once a second with
+// the time left and the RPCs in flight by method; and the report. A Force
+// phase that cuts RPCs, and the report of a forced drain, are at WARN.
 package drain

@@ -46,9 +46,10 @@ type Drainer struct {
 	o   options
 
 	// skipCtx ends when the remaining waits are to be skipped: when the
-	// context of a Drain call ends, or a second signal reaches Serve.
+	// context of a Drain call ends, or a second signal reaches Serve. Its
+	// cause says which.
 	skipCtx context.Context
-	skip    context.CancelFunc
+	skip    context.CancelCauseFunc
 
 	mu      sync.Mutex
 	started bool          // guarded by mu
@@ -78,7 +79,7 @@ func New(srv *grpc.Server, t *interceptors.Tracker, opts ...Option) *Drainer {
 		opt.apply(&o)
 	}
 	d := &Drainer{srv: srv, t: t, o: o, done: make(chan struct{}), serverStopped: make(chan struct{})}
-	d.skipCtx, d.skip = context.WithCancel(context.Background())
+	d.skipCtx, d.skip = context.WithCancelCause(context.Background())
 	return d
 }
 
@@ -86,16 +87,19 @@ func New(srv *grpc.Server, t *interceptors.Tracker, opts ...Option) *Drainer {
 // call waits for the same drain and returns the same result.
 //
 // When ctx ends, the drain skips what remains of its waits and goes straight
-// to the forced stop; it still runs every hook. Drain returns within Budget
-// whatever handlers and hooks do.
+// to the forced stop; it still runs every hook, and the contexts of hook
+// calls running then end too. Drain returns within Budget whatever handlers
+// and hooks do.
 //
-// The error is nil after a clean drain. It wraps ErrForced when the server
-// had to be stopped by force, and joins the errors of the hooks.
+// The error is nil after a clean drain. It wraps ErrForced when the forced
+// stop cut RPCs or left handlers running, and joins the errors of the
+// hooks.
 func (d *Drainer) Drain(ctx context.Context) (Report, error) {
+	skip := func() { d.skip(skipCause(ctx)) }
 	if ctx.Err() != nil {
-		d.skip() // at once: AfterFunc would skip only a moment later
+		skip() // at once: AfterFunc would skip only a moment later
 	}
-	stop := context.AfterFunc(ctx, d.skip)
+	stop := context.AfterFunc(ctx, skip)
 	defer stop()
 	d.mu.Lock()
 	first := !d.started
@@ -112,13 +116,24 @@ func (d *Drainer) Drain(ctx context.Context) (Report, error) {
 	return r, d.err
 }
 
+// skipCause returns why the drain skips its waits once ctx has ended.
+func skipCause(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, errSecondSignal) {
+		return cause
+	}
+	return fmt.Errorf("the context of Drain ended: %w", cause)
+}
+
 // run carries out the phases. Hooks and the log get the values of ctx, such
 // as the caller's trace, but not its cancellation.
 func (d *Drainer) run(ctx context.Context) (Report, error) {
 	r := Report{Started: time.Now()}
 	hooks := d.startHooks(ctx, r.Started)
+	ph := &phases{d: d, ctx: ctx, r: &r}
+	defer ph.leave()
 
-	d.enter(ctx, &r, PhaseNotReady)
+	ph.enter(PhaseNotReady, d.o.readinessDelay)
 	for _, h := range d.o.health {
 		h.Shutdown()
 	}
@@ -127,8 +142,10 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 
 	clean := false
 	var graceful chan struct{} // closed when GracefulStop returns
-	if !d.skipped() {
-		d.enter(ctx, &r, PhaseGraceful)
+	if d.skipped() {
+		ph.skip(PhaseGraceful, d.skipReason())
+	} else {
+		ph.enter(PhaseGraceful, d.o.gracePeriod)
 		deadline := time.Now().Add(d.o.gracePeriod)
 		d.t.RejectLongLived(ErrDraining)
 		r.Cancelled += d.t.CancelLongLived(ErrDraining)
@@ -149,18 +166,31 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		clean = d.wait(time.Until(deadline), graceful)
 	}
 
-	if !clean && !d.skipped() && d.t.InFlight() > 0 {
-		d.enter(ctx, &r, PhaseCancel)
+	switch {
+	case clean:
+		ph.skip(PhaseCancel, "every RPC finished within the grace period")
+	case d.skipped():
+		ph.skip(PhaseCancel, d.skipReason())
+	case d.t.InFlight() == 0:
+		ph.skip(PhaseCancel, "no RPC left to cancel")
+	default:
+		ph.enter(PhaseCancel, d.o.cancelGrace)
 		d.t.Reject(ErrDraining)
 		r.Cancelled += d.t.CancelAll(ErrDraining)
 		hooks.send(stophook.GraceTimeout, &r, d.t.InFlight())
 		clean = d.wait(d.o.cancelGrace, graceful)
 	}
 
-	if !clean {
-		d.enter(ctx, &r, PhaseForce)
-		r.Forced = true
+	if clean {
+		ph.skip(PhaseForce, "every RPC finished")
+	} else {
+		// From here no handler starts, so InFlight only falls: with none
+		// left, Stop closes connections that did not close after GOAWAY
+		// (their clients never acknowledged it) and cuts nothing.
 		d.t.Reject(ErrDraining)
+		cut := d.t.InFlight()
+		r.Forced = cut > 0
+		ph.enterForce(cut, d.skipReason())
 		r.Cancelled += d.t.CancelAll(ErrDraining)
 		hooks.send(stophook.Forced, &r, d.t.InFlight())
 		stopped := make(chan struct{})
@@ -173,20 +203,24 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		// handlers that honour their context return.
 		d.waitUnskippable(d.o.forceWait, stopped)
 		r.Leaked = d.t.Calls()
+		if len(r.Leaked) > 0 {
+			r.Forced = true
+		}
 	}
 
-	d.enter(ctx, &r, PhaseCleanup)
+	ph.enter(PhaseCleanup, 0)
 	hooks.send(stophook.Stopped, &r, d.t.InFlight())
 	errs := hooks.finish()
-	d.leave(&r)
+	ph.leave()
 	r.Duration = time.Since(r.Started)
+	r.Skipped = d.skipReason()
 
 	level := slog.LevelInfo
 	if r.Forced {
 		level = slog.LevelWarn
 		forced := fmt.Errorf("%w: %d handler(s) leaked", ErrForced, len(r.Leaked))
 		if len(r.Leaked) == 0 {
-			forced = fmt.Errorf("%w: no handler leaked", ErrForced)
+			forced = fmt.Errorf("%w: RPCs cut, no handler leaked", ErrForced)
 		}
 		errs = append([]error{forced}, errs...)
 	}
@@ -194,21 +228,12 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	return r, errors.Join(errs...)
 }
 
-// enter ends the current phase of r and begins the named one.
-func (d *Drainer) enter(ctx context.Context, r *Report, name string) {
-	d.leave(r)
-	n := d.t.InFlight()
-	r.Phases = append(r.Phases, PhaseReport{Name: name, InFlight: n, started: time.Now()})
-	d.o.logger.LogAttrs(ctx, slog.LevelInfo, "drain phase",
-		slog.String("phase", name), slog.Int("in_flight", n))
-}
-
-// leave records the duration of the current phase of r.
-func (d *Drainer) leave(r *Report) {
-	if len(r.Phases) > 0 {
-		p := &r.Phases[len(r.Phases)-1]
-		p.Duration = time.Since(p.started)
+// skipReason returns why the waits are skipped, or "" if they are not.
+func (d *Drainer) skipReason() string {
+	if cause := context.Cause(d.skipCtx); cause != nil {
+		return cause.Error()
 	}
+	return ""
 }
 
 // skipped reports whether the remaining waits are to be skipped.

@@ -38,6 +38,7 @@ func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 // to them.
 type hookRunner struct {
 	base    context.Context // the parent of each call's context
+	skipCtx context.Context // ends when the drain skips its waits
 	hooks   []stophook.Hook // in registration order
 	timeout time.Duration
 	cutoff  time.Time // no call for an event before Stopped lasts past it
@@ -49,6 +50,7 @@ type hookRunner struct {
 func (d *Drainer) startHooks(base context.Context, started time.Time) *hookRunner {
 	h := &hookRunner{
 		base:    base,
+		skipCtx: d.skipCtx,
 		hooks:   d.o.hooks,
 		timeout: d.o.hookTimeout,
 		cutoff:  started.Add(d.waits()),
@@ -102,10 +104,14 @@ func (h *hookRunner) run() {
 	}
 }
 
-// call calls hook i with e, and gives up on it when its timeout passes, or
-// for an event before Stopped, at the cutoff: the call is then left to
-// return on its own.
-func (h *hookRunner) call(i int, e stophook.Event) (err error) {
+// call calls hook i with e, and gives up on it when its timeout passes, for
+// an event before Stopped at the cutoff, and, for a call already running
+// when the drain skips its waits, then: the call's context ends, and the
+// call is left to return on its own.
+//
+// No code of the hook but OnStop runs on the runner: its String, for the
+// error, is called on the call's goroutine, within the same bounds.
+func (h *hookRunner) call(i int, e stophook.Event) error {
 	hook := h.hooks[i]
 	deadline := time.Now().Add(h.timeout)
 	if e.Phase != stophook.Stopped && h.cutoff.Before(deadline) {
@@ -113,29 +119,56 @@ func (h *hookRunner) call(i int, e stophook.Event) (err error) {
 	}
 	ctx, cancel := context.WithDeadline(h.base, deadline)
 	defer cancel()
-	result := make(chan error, 1)
+	if h.skipCtx.Err() == nil {
+		// Hooks that honour their context return as soon as the drain
+		// skips its waits, so that the forced stop and the exit follow at
+		// once. Calls made after the skip get their whole timeout.
+		stop := context.AfterFunc(h.skipCtx, cancel)
+		defer stop()
+	}
+	type outcome struct {
+		err  error
+		name string
+	}
+	result := make(chan outcome, 1)
 	go func() {
 		defer func() {
 			if v := recover(); v != nil {
-				result <- &PanicError{Value: v, Stack: debug.Stack()}
+				result <- outcome{err: &PanicError{Value: v, Stack: debug.Stack()}, name: typeName(i, hook)}
 			}
 		}()
-		result <- hook.OnStop(ctx, e)
+		err := hook.OnStop(ctx, e)
+		name := ""
+		if err != nil {
+			name = hookName(i, hook)
+		}
+		result <- outcome{err: err, name: name}
 	}()
 	select {
-	case err = <-result:
+	case o := <-result:
+		if o.err == nil {
+			return nil
+		}
+		return &HookError{Hook: o.name, Phase: e.Phase, Err: o.err}
 	case <-ctx.Done():
-		err = fmt.Errorf("did not return in time (hook timeout %v): %w", h.timeout, ctx.Err())
+		err := fmt.Errorf("did not return in time (hook timeout %v): %w", h.timeout, ctx.Err())
+		if skip := context.Cause(h.skipCtx); skip != nil && ctx.Err() == context.Canceled {
+			err = fmt.Errorf("abandoned when the drain skipped its waits (%v): %w", skip, ctx.Err())
+		}
+		return &HookError{Hook: typeName(i, hook), Phase: e.Phase, Err: err}
 	}
-	if err == nil {
-		return nil
-	}
-	return &HookError{Hook: hookName(i, hook), Phase: e.Phase, Err: err}
 }
 
+// hookName names hook i by its String method if it has one, and by its
+// type otherwise. It runs the hook's code: never call it on the runner.
 func hookName(i int, h stophook.Hook) string {
 	if s, ok := h.(fmt.Stringer); ok {
-		return fmt.Sprintf("hook %d (%s)", i, s)
+		return fmt.Sprintf("hook %d (%s)", i, s.String())
 	}
+	return typeName(i, h)
+}
+
+// typeName names hook i by its type, without running any of its code.
+func typeName(i int, h stophook.Hook) string {
 	return fmt.Sprintf("hook %d (%T)", i, h)
 }

@@ -28,6 +28,7 @@ type options struct {
 	health         []*health.Server
 	hooks          []stophook.Hook
 	logger         *slog.Logger
+	signals        *Signals
 }
 
 func defaultOptions() options {
@@ -110,6 +111,18 @@ func WithLogger(l *slog.Logger) Option {
 		panic("drain: WithLogger: nil *slog.Logger")
 	}
 	return optionFunc(func(o *options) { o.logger = l })
+}
+
+// WithSignals makes Serve take its signals from s, created by CatchSignals
+// at the start of the program, instead of catching them itself from the
+// moment it is called: a signal that arrived during start-up then makes
+// Serve drain at once. Serve does not stop s. By default Serve catches the
+// signals itself.
+func WithSignals(s *Signals) Option {
+	if s == nil {
+		panic("drain: WithSignals: nil *Signals")
+	}
+	return optionFunc(func(o *options) { o.signals = s })
 }
 
 func mustNotBeNegative(option string, d time.Duration) {

@@ -13,7 +13,11 @@ type Report struct {
 	Duration  time.Duration
 	Phases    []PhaseReport // the phases that ran, in order
 	Cancelled int           // handlers whose context the drain cancelled
-	Forced    bool          // the server had to be stopped by force
+	Forced    bool          // the forced stop cut RPCs, or handlers outlived it
+
+	// Skipped says why the drain skipped its remaining waits (a second
+	// signal, or the end of the context given to Drain); "" if it did not.
+	Skipped string
 
 	// Leaked lists the handlers still running when the drain gave up on
 	// them, oldest first.
@@ -45,6 +49,9 @@ func (r Report) LogValue() slog.Value {
 		slog.Bool("forced", r.Forced),
 		slog.Int("cancelled", r.Cancelled),
 		{Key: "phases", Value: slog.GroupValue(phases...)},
+	}
+	if r.Skipped != "" {
+		attrs = append(attrs, slog.String("skipped", r.Skipped))
 	}
 	if len(r.Leaked) > 0 {
 		end := r.Started.Add(r.Duration)

@@ -6,44 +6,50 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 )
 
 // Serve serves srv on lis until SIGTERM or SIGINT, then drains it; a second
-// signal during the drain skips straight to the forced stop. It registers
-// for the signals before it starts serving and stops listening for them when
-// it returns. It is the one part of drainkit that handles signals; a program
-// that handles its own calls srv.Serve and Drain instead.
+// signal during the drain skips straight to the forced stop. A signal within
+// SignalRepeatWindow of the one before counts as the same signal. Serve
+// catches the signals from the moment it is called, or uses the Signals
+// given by WithSignals, which may have caught one already: Serve then drains
+// at once. It stops catching signals it caught itself when it returns. It
+// is the one part of drainkit that handles signals; a program that handles
+// its own calls srv.Serve and Drain instead.
 //
 // Serve returns nil after a clean drain, the error of Drain otherwise (it
-// wraps ErrForced when the drain had to force). When the drain is started by
-// a call of Drain instead of a signal, Serve returns its result all the same.
-// It returns an error wrapping ErrDrained at once if the drain has already
-// begun, and srv.Serve's error if serving fails.
+// wraps ErrForced when the forced stop cut RPCs). When the drain is started
+// by a call of Drain instead of a signal, Serve returns its result all the
+// same. If the drain has already begun, Serve closes lis, as grpc's Serve
+// does after Stop, and returns an error wrapping ErrDrained at once; it
+// returns srv.Serve's error if serving fails.
 func (d *Drainer) Serve(lis net.Listener) error {
 	if lis == nil {
 		return errors.New("drain: Serve: nil net.Listener")
 	}
-	signals := make(chan os.Signal, 2)
-	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
-	defer signal.Stop(signals)
+	sigs := d.o.signals
+	if sigs == nil {
+		sigs = CatchSignals()
+		defer sigs.Stop()
+	}
 
 	d.mu.Lock()
 	started := d.started
 	d.mu.Unlock()
 	if started {
-		return fmt.Errorf("%w: not serving %v", ErrDrained, lis.Addr())
+		addr := lis.Addr()
+		lis.Close()
+		return fmt.Errorf("%w: not serving %v", ErrDrained, addr)
 	}
 
 	served := make(chan error, 1)
 	go func() { served <- d.srv.Serve(lis) }()
 
+	log := d.o.logger
 	forceAfter := 1 // signals during the drain before it is forced
 	select {
-	case sig := <-signals:
-		d.o.logger.LogAttrs(context.Background(), slog.LevelInfo, "signal received, draining", slog.String("signal", sig.String()))
+	case ev := <-sigs.events:
+		log.LogAttrs(context.Background(), slog.LevelInfo, "signal received, draining", slog.String("signal", ev.sig.String()))
 	case err := <-served:
 		served <- err
 		d.mu.Lock()
@@ -56,18 +62,24 @@ func (d *Drainer) Serve(lis net.Listener) error {
 		forceAfter = 2 // the drain was started by Drain, not by a signal
 	}
 
-	ctx, force := context.WithCancel(context.Background())
-	defer force()
+	ctx, force := context.WithCancelCause(context.Background())
+	defer force(nil)
 	go func() {
-		for range forceAfter {
+		for n := 0; n < forceAfter; {
 			select {
-			case sig := <-signals:
-				d.o.logger.LogAttrs(context.Background(), slog.LevelWarn, "signal received during the drain", slog.String("signal", sig.String()))
+			case ev := <-sigs.events:
+				if ev.repeat {
+					log.LogAttrs(context.Background(), slog.LevelInfo, "signal repeated within the repeat window, taken as the same signal",
+						slog.String("signal", ev.sig.String()), slog.String("window", SignalRepeatWindow.String()))
+					continue
+				}
+				n++
+				log.LogAttrs(context.Background(), slog.LevelWarn, "signal received during the drain", slog.String("signal", ev.sig.String()))
 			case <-ctx.Done():
 				return
 			}
 		}
-		force()
+		force(errSecondSignal)
 	}()
 	_, err := d.Drain(ctx)
 	select {

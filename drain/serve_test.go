@@ -89,8 +89,17 @@ func (o *serveChildOutput) line(format string, args ...any) {
 //   - own-signal: linger, with a signal.Notify of the child's own for
 //     SIGINT, installed before Serve; the child prints "OWN_SIGNAL <sig>"
 //     and exits with serveExitClean when it receives SIGINT there.
+//   - early: clean, with the signals caught by drain.CatchSignals before
+//     anything else; the child's start-up waits for a signal (it prints
+//     "STARTUP_INTERRUPTED <cause>" when the context of the Signals ends),
+//     then it calls Serve, which must drain at once.
 func serveChildMain(mode string) int {
 	out := &serveChildOutput{}
+	var sigs *drain.Signals
+	if mode == "early" {
+		sigs = drain.CatchSignals()
+		defer sigs.Stop()
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		out.line("SETUP_ERROR %v", err)
@@ -119,8 +128,11 @@ func serveChildMain(mode string) int {
 	}}
 	tr := interceptors.NewTracker()
 	hs := health.NewServer()
-	d := drain.New(serveNewServer(tr, svc, hs), tr,
-		drain.WithGracePeriod(30*time.Second), drain.WithHealth(hs), drain.WithHooks(hook))
+	opts := []drain.Option{drain.WithGracePeriod(30 * time.Second), drain.WithHealth(hs), drain.WithHooks(hook)}
+	if sigs != nil {
+		opts = append(opts, drain.WithSignals(sigs))
+	}
+	d := drain.New(serveNewServer(tr, svc, hs), tr, opts...)
 
 	var own chan os.Signal
 	if mode == "own-signal" {
@@ -143,6 +155,15 @@ func serveChildMain(mode string) int {
 	}
 
 	out.line("ADDR %v", lis.Addr())
+	if mode == "early" {
+		select {
+		case <-sigs.Context().Done():
+			out.line("STARTUP_INTERRUPTED %v", context.Cause(sigs.Context()))
+		case <-time.After(defaultTestTimeout):
+			out.line("STARTUP_NOT_INTERRUPTED")
+			return serveExitSetup
+		}
+	}
 	err = d.Serve(lis)
 	out.line("SERVE_RETURNED forced=%t err=%v", errors.Is(err, drain.ErrForced), err)
 	switch mode {
@@ -511,5 +532,53 @@ func TestServeNilListener(t *testing.T) {
 	err := drain.New(srv, tr).Serve(nil)
 	if err == nil || !strings.Contains(err.Error(), "nil net.Listener") {
 		t.Errorf("Serve(nil) = %v, want an error naming the nil net.Listener", err)
+	}
+}
+
+// TestServeRepeatedSignalIsOne sends a child with a stubborn call two
+// SIGTERMs back to back, as coreutils' timeout does (to the process, then to
+// its group): that is one request to stop, so the drain must not be forced.
+// A signal after SignalRepeatWindow is the operator's second, and forces it.
+func TestServeRepeatedSignalIsOne(t *testing.T) {
+	if serveQuietPeriod <= drain.SignalRepeatWindow {
+		t.Fatalf("serveQuietPeriod %v must exceed drain.SignalRepeatWindow %v", serveQuietPeriod, drain.SignalRepeatWindow)
+	}
+	c := serveStartChild(t, "stubborn")
+	call := c.startUnary()
+	c.signal(syscall.SIGTERM)
+	c.signal(syscall.SIGTERM)
+	c.expect("EVENT GoAway")
+	c.stillRunning("after two SIGTERMs within the repeat window; the grace period is 30s")
+	if c.printed("EVENT Forced") {
+		t.Fatalf("a repeated SIGTERM forced the drain\n%s", c.report())
+	}
+	c.signal(syscall.SIGTERM) // serveQuietPeriod after: past the window
+	if code, _ := c.exitCode(serveForceBound); code != serveExitForced {
+		t.Errorf("child exit code = %d, want %d after a second SIGTERM past the repeat window\n%s", code, serveExitForced, c.report())
+	}
+	if err := receive(t, call, "the in-flight call"); status.Code(err) != codes.Unavailable {
+		t.Errorf("in-flight UnaryCall() = %v, want code %v", err, codes.Unavailable)
+	}
+}
+
+// TestServeSignalBeforeServe sends SIGTERM to a child that caught signals
+// with drain.CatchSignals from its start, while it is still starting up:
+// the child must live, its start-up must see the signal, and Serve must
+// then drain at once and return nil.
+func TestServeSignalBeforeServe(t *testing.T) {
+	c := serveStartChild(t, "early")
+	c.signal(syscall.SIGTERM)
+	if l := c.expect("STARTUP_INTERRUPTED"); !strings.Contains(l, "terminated") {
+		t.Errorf("start-up saw %q, want the cause to name SIGTERM (\"terminated\")", l)
+	}
+	code, took := c.exitCode(serveForceBound)
+	if code != serveExitClean {
+		t.Errorf("child exit code = %d, want %d\n%s", code, serveExitClean, c.report())
+	}
+	t.Logf("the child exited %v after its start-up was interrupted", took)
+	for _, want := range []string{"EVENT DrainStart", "EVENT Stopped", "SERVE_RETURNED forced=false err=<nil>"} {
+		if !c.printed(want) {
+			t.Errorf("the child did not print %q\n%s", want, c.report())
+		}
 	}
 }

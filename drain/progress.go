@@ -1,0 +1,138 @@
+package drain
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/drainkit/drainkit/interceptors"
+)
+
+// progressInterval is the time between two progress records of a phase
+// that waits: often enough for a person watching a terminal, rare enough
+// not to flood a log, whatever the number of RPCs.
+const progressInterval = time.Second
+
+// phases records the phases of one drain in its report and its log: one
+// record as each phase begins or is skipped, and, while a phase waits, a
+// progress record every progressInterval with the time left and the RPCs
+// still in flight, by method.
+type phases struct {
+	d   *Drainer
+	ctx context.Context
+	r   *Report
+
+	stopProgress func() // stops the current phase's progress records
+}
+
+// enter ends the current phase and begins the named one, which lasts
+// bound at the most (0 for a phase that does not wait).
+func (p *phases) enter(name string, bound time.Duration) {
+	p.begin(slog.LevelInfo, name, bound, "")
+}
+
+// enterForce begins the Force phase, which cuts the RPCs still in flight
+// (cut of them); why, if not "", is why the waits were skipped.
+func (p *phases) enterForce(cut int, why string) {
+	level := slog.LevelInfo
+	if cut > 0 {
+		level = slog.LevelWarn
+	}
+	if why == "" && cut > 0 {
+		why = "RPCs outlived the waits"
+	}
+	if why == "" {
+		why = "no RPC left; closing connections that did not close after GOAWAY"
+	}
+	p.begin(level, PhaseForce, p.d.o.forceWait, why)
+}
+
+func (p *phases) begin(level slog.Level, name string, bound time.Duration, why string) {
+	p.leave()
+	n := p.d.t.InFlight()
+	start := time.Now()
+	p.r.Phases = append(p.r.Phases, PhaseReport{Name: name, InFlight: n, started: start})
+	attrs := []slog.Attr{slog.String("phase", name), slog.Int("in_flight", n)}
+	if bound > 0 {
+		attrs = append(attrs, slog.String("max", round(bound)))
+	}
+	if why != "" {
+		attrs = append(attrs, slog.String("why", why))
+	}
+	p.d.o.logger.LogAttrs(p.ctx, level, "drain phase", attrs...)
+	if bound > 0 && p.d.o.logger.Enabled(p.ctx, slog.LevelInfo) {
+		p.stopProgress = p.progress(name, start.Add(bound))
+	}
+}
+
+// skip logs that the named phase does not run, and why.
+func (p *phases) skip(name, why string) {
+	p.d.o.logger.LogAttrs(p.ctx, slog.LevelInfo, "drain phase skipped",
+		slog.String("phase", name), slog.String("why", why))
+}
+
+// leave ends the current phase: it records its duration and stops its
+// progress records.
+func (p *phases) leave() {
+	if p.stopProgress != nil {
+		p.stopProgress()
+		p.stopProgress = nil
+	}
+	if len(p.r.Phases) > 0 {
+		ph := &p.r.Phases[len(p.r.Phases)-1]
+		if ph.Duration == 0 {
+			ph.Duration = time.Since(ph.started)
+		}
+	}
+}
+
+// progress logs the progress of the named phase, which ends by deadline,
+// every progressInterval, and returns a function that stops it and waits
+// for it to stop.
+func (p *phases) progress(name string, deadline time.Time) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(progressInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				left := max(time.Until(deadline), 0)
+				calls := p.d.t.Calls()
+				p.d.o.logger.LogAttrs(p.ctx, slog.LevelInfo, "drain progress",
+					slog.String("phase", name), slog.String("left", round(left)),
+					slog.Int("in_flight", len(calls)), slog.Any("methods", byMethod(calls)))
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
+}
+
+// byMethod presents calls as the number of calls of each method, most
+// frequent first.
+func byMethod(calls []interceptors.Call) slog.Value {
+	counts := map[string]int{}
+	for _, c := range calls {
+		counts[c.Method]++
+	}
+	methods := make([]string, 0, len(counts))
+	for m := range counts {
+		methods = append(methods, m)
+	}
+	slices.SortFunc(methods, func(a, b string) int {
+		return cmp.Or(cmp.Compare(counts[b], counts[a]), cmp.Compare(a, b))
+	})
+	attrs := make([]slog.Attr, len(methods))
+	for i, m := range methods {
+		attrs[i] = slog.Int(m, counts[m])
+	}
+	return slog.GroupValue(attrs...)
+}
