@@ -315,6 +315,20 @@ type server struct {
 // printed if the test failed.
 func startServer(t *testing.T, name, db string, args ...string) *server {
 	t.Helper()
+	s := launchServer(t, name, db, args...)
+	rec, err := s.log.waitFor(startTimeout, `"serving" record`, isMsg("serving"))
+	if err != nil {
+		t.Fatalf("server %s: %v", name, err)
+	}
+	if s.addr = rec.str("addr"); s.addr == "" {
+		t.Fatalf("server %s: no addr in the serving record %v", name, rec)
+	}
+	return s
+}
+
+// launchServer is startServer without the wait for the "serving" record.
+func launchServer(t *testing.T, name, db string, args ...string) *server {
+	t.Helper()
 	bin, _ := binaries(t)
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -356,14 +370,6 @@ func startServer(t *testing.T, name, db string, args ...string) *server {
 			t.Errorf("server %s: %v", name, err)
 		}
 	})
-
-	rec, err := s.log.waitFor(startTimeout, `"serving" record`, isMsg("serving"))
-	if err != nil {
-		t.Fatalf("server %s: %v", name, err)
-	}
-	if s.addr = rec.str("addr"); s.addr == "" {
-		t.Fatalf("server %s: no addr in the serving record %v", name, rec)
-	}
 	return s
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,6 +43,10 @@ func main() {
 }
 
 func run(args []string) int {
+	// Caught from the first line: a SIGTERM during start-up ends it in
+	// order, and the drain then runs at once.
+	sigs := drain.CatchSignals()
+	defer sigs.Stop()
 	cfg, err := demoflags.Parse(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -50,7 +55,7 @@ func run(args []string) int {
 		return exitUsage
 	}
 	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	err = serve(cfg, logger)
+	err = serve(cfg, logger, sigs)
 	switch {
 	case err == nil:
 		logger.Info("exit", "code", exitOK)
@@ -64,10 +69,14 @@ func run(args []string) int {
 }
 
 // serve runs the server until it is drained, and returns the drain's error.
-func serve(cfg demoflags.Config, logger *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
-	db, err := openStore(ctx, cfg.DB)
-	cancel()
+// A signal caught by sigs during start-up ends it: serve returns nil.
+func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals) error {
+	logger.Info("starting", "db", cfg.DB)
+	db, err := openStoreUnless(sigs.Context(), cfg.DB)
+	if cause := context.Cause(sigs.Context()); cause != nil {
+		logger.Info("start-up interrupted", "cause", cause.Error())
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -114,6 +123,7 @@ func serve(cfg demoflags.Config, logger *slog.Logger) error {
 	d := drain.New(srv, tracker, append(cfg.DrainOptions(hooks...),
 		drain.WithHealth(h),
 		drain.WithLogger(logger),
+		drain.WithSignals(sigs),
 	)...)
 
 	lis, err := net.Listen("tcp", cfg.Addr)
@@ -131,6 +141,35 @@ func serve(cfg demoflags.Config, logger *slog.Logger) error {
 			"drain_budget", d.Budget().String(),
 		)
 	}})
+}
+
+// openStoreUnless opens the store at path within openTimeout, unless stop
+// ends first: then it returns at once, and the store, if it opens after
+// all, is closed. SQLite's wait for a lock held by another process does
+// not heed a context, hence the goroutine.
+func openStoreUnless(stop context.Context, path string) (*sql.DB, error) {
+	ctx, cancel := context.WithTimeout(stop, openTimeout)
+	type opened struct {
+		db  *sql.DB
+		err error
+	}
+	result := make(chan opened, 1)
+	go func() {
+		defer cancel()
+		db, err := openStore(ctx, path)
+		result <- opened{db, err}
+	}()
+	select {
+	case r := <-result:
+		return r.db, r.err
+	case <-stop.Done():
+		go func() {
+			if r := <-result; r.db != nil {
+				r.db.Close()
+			}
+		}()
+		return nil, context.Cause(stop)
+	}
 }
 
 // announcingListener calls announce before its first Accept.
