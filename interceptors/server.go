@@ -53,6 +53,7 @@ type serverStream struct {
 	// handler never waits in either once the stream is cancelled.
 	ending atomic.Pointer[status.Status]
 	inside atomic.Int32
+	ended  atomic.Bool // the status has been written
 }
 
 func (s *serverStream) Context() context.Context { return s.ctx }
@@ -102,11 +103,14 @@ func (s *serverStream) endIfWaiting() {
 }
 
 // end writes st as the status of the stream, as grpc does when a handler
-// returns. A stream served through ServeHTTP is written by the HTTP
+// returns, once: later calls do nothing. A stream served through ServeHTTP is written by the HTTP
 // handler's goroutine, which may be busy with the client: its status is
 // written from a goroutine of its own, which ends when the write does or
 // the connection closes.
 func (s *serverStream) end(st *status.Status) {
+	if s.ended.Swap(true) {
+		return
+	}
 	switch {
 	case s.ender == nil:
 		// Context-only cancellation: the handler sees its context end.
