@@ -546,6 +546,9 @@ func TestServeRepeatedSignalIsOne(t *testing.T) {
 	c := serveStartChild(t, "stubborn")
 	call := c.startUnary()
 	c.signal(syscall.SIGTERM)
+	// Sent once the first has arrived, lest the kernel merge the two, and
+	// a few milliseconds later: well within the window.
+	c.expect("EVENT DrainStart")
 	c.signal(syscall.SIGTERM)
 	c.expect("EVENT GoAway")
 	c.stillRunning("after two SIGTERMs within the repeat window; the grace period is 30s")
