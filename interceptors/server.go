@@ -42,8 +42,7 @@ func (t *Tracker) StreamServerInterceptor() grpc.StreamServerInterceptor {
 type serverStream struct {
 	grpc.ServerStream
 	ctx       context.Context
-	ender     statusWriter // nil when the transport offers no way to end the stream
-	serveHTTP bool
+	serveHTTP bool // the call arrived through grpc.Server.ServeHTTP
 
 	// ending is the status the stream ends with once the Tracker has
 	// cancelled it; inside counts the handler's goroutines in RecvMsg or
@@ -111,14 +110,17 @@ func (s *serverStream) end(st *status.Status) {
 	if s.ended.Swap(true) {
 		return
 	}
+	// Looked up here, not when the call begins: the happy path never
+	// needs it.
+	w := streamEnder(s.ServerStream.Context())
 	switch {
-	case s.ender == nil:
+	case w == nil:
 		// Context-only cancellation: the handler sees its context end.
 	case s.serveHTTP:
-		go s.ender.WriteStatus(st)
+		go w.WriteStatus(st)
 	default:
 		// On grpc's own transport, WriteStatus queues the trailers for
 		// the connection's writer and does not block.
-		s.ender.WriteStatus(st)
+		w.WriteStatus(st)
 	}
 }

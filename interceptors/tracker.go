@@ -228,7 +228,7 @@ func (t *Tracker) begin(ctx context.Context, method string, ss *serverStream) (*
 		}
 	}
 	if stream {
-		ss.ctx, ss.ender, ss.serveHTTP = hctx, streamEnder(ctx), c.ServeHTTP
+		ss.ctx, ss.serveHTTP = hctx, c.ServeHTTP
 		c.ss = ss
 	}
 	if c.Injected {
