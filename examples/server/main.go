@@ -42,14 +42,18 @@ func main() {
 }
 
 func run(args []string) int {
-	cfg, err := demoflags.Parse(args, os.Stderr)
+	cfg, err := demoflags.ParseCommandLine(args, os.Stdout, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
 	if err != nil {
 		return exitUsage
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	logger, err := newLogger(cfg.Log, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitUsage
+	}
 	err = serve(cfg, logger)
 	switch {
 	case err == nil:
@@ -65,6 +69,13 @@ func run(args []string) int {
 
 // serve runs the server until it is drained, and returns the drain's error.
 func serve(cfg demoflags.Config, logger *slog.Logger) error {
+	// The port first: when it is taken, nothing else is done or created.
+	lis, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	defer lis.Close() // for the paths that return before Serve
+
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	db, err := openStore(ctx, cfg.DB)
 	cancel()
@@ -116,10 +127,6 @@ func serve(cfg demoflags.Config, logger *slog.Logger) error {
 		drain.WithLogger(logger),
 	)...)
 
-	lis, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return err
-	}
 	// "serving" is logged at the first Accept: by then Serve handles
 	// SIGTERM and SIGINT, so whoever reads the record may signal at once.
 	return d.Serve(&announcingListener{Listener: lis, announce: func() {
