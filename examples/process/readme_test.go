@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -184,15 +183,29 @@ func testREADMEHelp(t *testing.T) {
 // runCommand runs bin with args and returns its exit status and output.
 func runCommand(t *testing.T, bin string, args ...string) (int, string, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
-	defer cancel()
+	return runCmd(t, exec.Command(bin, args...))
+}
+
+// runCmd runs cmd, for up to defaultTestTimeout, and returns its exit
+// status and output.
+func runCmd(t *testing.T, cmd *exec.Cmd) (int, string, string) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var exit *exec.ExitError
-	if err != nil && !errors.As(err, &exit) {
-		t.Fatalf("running %s: %v", bin, err)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("running %v: %v", cmd, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait() // an exit status other than 0 is an error too
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(defaultTestTimeout):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("%v still ran after %v", cmd, defaultTestTimeout)
 	}
 	return cmd.ProcessState.ExitCode(), stdout.String(), stderr.String()
 }
