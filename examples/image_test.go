@@ -19,8 +19,8 @@ import (
 )
 
 const (
-	dockerfile = "server/Dockerfile"
-	readme     = "../README.md"
+	dockerfilePath = "server/Dockerfile"
+	rootREADME     = "../README.md"
 )
 
 // A dockerInstruction is one instruction of a Dockerfile, its continuation
@@ -107,8 +107,8 @@ func execForm(cmd, args string) ([]string, error) {
 	return words, nil
 }
 
-// An image is what checkDockerfile learns of the image a Dockerfile builds.
-type image struct {
+// A builtImage is what checkDockerfile learns of the image a Dockerfile builds.
+type builtImage struct {
 	uid  int64    // of USER
 	cmd  []string // ENTRYPOINT's arguments, then CMD's
 	data string   // the directory the server's user owns
@@ -118,8 +118,8 @@ type image struct {
 // stage of its own, as a static binary, onto a small runtime image that
 // runs it as a non-root user, in exec form, with flags that the server
 // accepts and a database in a directory that user owns.
-func checkDockerfile(content []byte) (image, error) {
-	var img image
+func checkDockerfile(content []byte) (builtImage, error) {
+	var img builtImage
 	stages, err := parseDockerfile(content)
 	if err != nil {
 		return img, err
@@ -267,18 +267,18 @@ func checkImage(readmeText, manifest []byte) error {
 }
 
 func TestShippedImage(t *testing.T) {
-	img, err := checkDockerfile(readFile(t, dockerfile))
+	img, err := checkDockerfile(readFile(t, dockerfilePath))
 	if err != nil {
-		t.Fatalf("%s: %v", dockerfile, err)
+		t.Fatalf("%s: %v", dockerfilePath, err)
 	}
-	t.Logf("%s: user %d, flags %q, data in %s", dockerfile, img.uid, img.cmd, img.data)
-	if err := checkImage(readFile(t, readme), readFile(t, kubernetesManifest)); err != nil {
-		t.Errorf("%s and %s: %v", readme, kubernetesManifest, err)
+	t.Logf("%s: user %d, flags %q, data in %s", dockerfilePath, img.uid, img.cmd, img.data)
+	if err := checkImage(readFile(t, rootREADME), readFile(t, kubernetesManifest)); err != nil {
+		t.Errorf("%s and %s: %v", rootREADME, kubernetesManifest, err)
 	}
 }
 
 func TestCheckDockerfile(t *testing.T) {
-	shipped := readFile(t, dockerfile)
+	shipped := readFile(t, dockerfilePath)
 	for _, tt := range []struct {
 		name     string
 		old, new string
@@ -310,10 +310,10 @@ func TestCheckDockerfile(t *testing.T) {
 }
 
 func TestCheckImage(t *testing.T) {
-	shippedReadme, shippedManifest := readFile(t, readme), readFile(t, kubernetesManifest)
+	shippedReadme, shippedManifest := readFile(t, rootREADME), readFile(t, kubernetesManifest)
 	m := dockerBuild.FindSubmatch(shippedReadme)
 	if m == nil {
-		t.Fatalf("%s: no line %q", readme, dockerBuild)
+		t.Fatalf("%s: no line %q", rootREADME, dockerBuild)
 	}
 	tag := string(m[1])
 	for _, tt := range []struct {

@@ -55,7 +55,8 @@ func testREADMECleanDrain(t *testing.T, readme *readmeText) {
 	// A Watch that has sent its first tick, and a Sleep that ends within the
 	// grace period.
 	_, c := dial(t, s.addr)
-	ctx, cancel := context.WithCancel(context.Background())
+	// The calls end with the drain, well before their deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), readinessDelay+defaultTestTimeout)
 	t.Cleanup(cancel)
 	watch, err := c.Watch(ctx, &emptypb.Empty{})
 	if err != nil {
@@ -124,8 +125,8 @@ func testREADMECleanDrain(t *testing.T, readme *readmeText) {
 		if err != nil {
 			t.Errorf("Sleep() = %v, want it to finish within the grace period", err)
 		}
-	case <-time.After(defaultTestTimeout + readinessDelay):
-		t.Fatal("Sleep still running")
+	case <-ctx.Done():
+		t.Fatal("Sleep still running at its deadline")
 	}
 
 	code := s.wait(defaultTestTimeout)
@@ -162,7 +163,7 @@ func testREADMEBadFlag(t *testing.T, readme *readmeText) {
 		t.Fatalf("%s: no \"$ ./demo\" command with its output", readmePath)
 	}
 	args, want := strings.Fields(m[1]), m[2]
-	code, stdout, stderr := runCommand(t, bin, args...)
+	code, stdout, stderr := runDemo(t, bin, args...)
 	if wantCode := readme.exitStatus(t, "usage"); code != wantCode {
 		t.Errorf("%s %q: exit status %d, the README says %d", bin, args, code, wantCode)
 	}
@@ -174,21 +175,21 @@ func testREADMEBadFlag(t *testing.T, readme *readmeText) {
 // -h answers on standard output, and exits 0.
 func testREADMEHelp(t *testing.T) {
 	bin, _ := binaries(t)
-	code, stdout, stderr := runCommand(t, bin, "-h")
+	code, stdout, stderr := runDemo(t, bin, "-h")
 	if code != 0 || !strings.HasPrefix(stdout, "Usage: drainkit-demo") || stderr != "" {
 		t.Errorf("%s -h: exit status %d, stdout %q, stderr %q; want 0, the usage, nothing", bin, code, stdout, stderr)
 	}
 }
 
-// runCommand runs bin with args and returns its exit status and output.
-func runCommand(t *testing.T, bin string, args ...string) (int, string, string) {
+// runDemo runs bin with args and returns its exit status and output.
+func runDemo(t *testing.T, bin string, args ...string) (int, string, string) {
 	t.Helper()
-	return runCmd(t, exec.Command(bin, args...))
+	return runBounded(t, exec.Command(bin, args...))
 }
 
-// runCmd runs cmd, for up to defaultTestTimeout, and returns its exit
+// runBounded runs cmd, for up to defaultTestTimeout, and returns its exit
 // status and output.
-func runCmd(t *testing.T, cmd *exec.Cmd) (int, string, string) {
+func runBounded(t *testing.T, cmd *exec.Cmd) (int, string, string) {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -334,15 +335,15 @@ func parseTextRecord(line string) (textRecord, error) {
 	return r, nil
 }
 
-// ages matches the ages of leaked handlers in a report.
-var ages = regexp.MustCompile(`\(age [0-9.]+[µnm]?s\)`)
+// leakedAges matches the leakedAges of leaked handlers in a report.
+var leakedAges = regexp.MustCompile(`\(age [0-9.]+[µnm]?s\)`)
 
-// variable reports whether the value of key depends on the run rather
+// variableKey reports whether the value of key depends on the run rather
 // than on what the README describes: times and durations, the address and
 // the database (the test's own), the drain's budget (of the test's waits),
 // and counts of RPCs, which include the server reflection streams of
 // grpcurl in the README and not in the test.
-func variable(key string) bool {
+func variableKey(key string) bool {
 	switch key {
 	case "time", "addr", "db", "drain_budget", "report.cancelled":
 		return true
@@ -361,10 +362,10 @@ func sameRecord(got, want textRecord) error {
 			return fmt.Errorf("no key %s after %q", k, got.keys[:i])
 		}
 		i += j + 1
-		if variable(k) {
+		if variableKey(k) {
 			continue
 		}
-		if g, w := ages.ReplaceAllString(got.vals[k], "(age …)"), ages.ReplaceAllString(want.vals[k], "(age …)"); g != w {
+		if g, w := leakedAges.ReplaceAllString(got.vals[k], "(age …)"), leakedAges.ReplaceAllString(want.vals[k], "(age …)"); g != w {
 			return fmt.Errorf("%s=%q, want %q", k, got.vals[k], want.vals[k])
 		}
 	}

@@ -11,9 +11,14 @@ import (
 	"testing"
 )
 
-// nobody is the user the server runs as in TestRefusesUnwritableDatabase
-// when the tests run as root, who may write any file whatever its mode.
-const nobody = 65534
+const (
+	// nobodyUID is the user the server runs as in
+	// TestRefusesUnwritableDatabase when the tests run as root, who may
+	// write any file whatever its mode.
+	nobodyUID = 65534
+	// exitStartFailure is the exit status of a server that cannot start.
+	exitStartFailure = 1
+)
 
 // A database the server cannot write is an error at start-up that names the
 // file and the reason, before the server serves.
@@ -37,7 +42,7 @@ func TestRefusesUnwritableDatabase(t *testing.T) {
 			name: "read-only file",
 			db: func(t *testing.T, dir string) string {
 				db := filepath.Join(dir, "demo.db")
-				own(t, db, asRoot, 0o444, false)
+				makeOwned(t, db, asRoot, 0o444, false)
 				return db
 			},
 			wantErr: func(db string) string { return "-db " + db + ": " + db + " is not writable (permission denied)" },
@@ -46,7 +51,7 @@ func TestRefusesUnwritableDatabase(t *testing.T) {
 			name: "read-only directory",
 			db: func(t *testing.T, dir string) string {
 				sub := filepath.Join(dir, "data")
-				own(t, sub, asRoot, 0o555, true)
+				makeOwned(t, sub, asRoot, 0o555, true)
 				return filepath.Join(sub, "demo.db")
 			},
 			wantErr: func(db string) string {
@@ -73,16 +78,16 @@ func TestRefusesUnwritableDatabase(t *testing.T) {
 				})
 				os.RemoveAll(dir)
 			})
-			own(t, dir, asRoot, 0o755, true)
+			makeOwned(t, dir, asRoot, 0o755, true)
 			db := tt.db(t, dir)
 
 			cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-db", db)
 			if asRoot {
-				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyUID, Gid: nobodyUID}}
 			}
-			code, stdout, stderr := runCmd(t, cmd)
-			if code != exitForced { // 1: any error
-				t.Errorf("%v: exit status %d, want 1", cmd, code)
+			code, stdout, stderr := runBounded(t, cmd)
+			if code != exitStartFailure {
+				t.Errorf("%v: exit status %d, want %d", cmd, code, exitStartFailure)
 			}
 			if want := tt.wantErr(db); !strings.Contains(stderr, want) {
 				t.Errorf("%v: standard error %q, want it to contain %q", cmd, stderr, want)
@@ -94,9 +99,9 @@ func TestRefusesUnwritableDatabase(t *testing.T) {
 	}
 }
 
-// own makes path, a directory or an empty file, with mode, owned by nobody
-// when the tests run as root.
-func own(t *testing.T, path string, asRoot bool, mode os.FileMode, dir bool) {
+// makeOwned makes path, a directory or an empty file, with mode, owned by
+// nobody when the tests run as root.
+func makeOwned(t *testing.T, path string, asRoot bool, mode os.FileMode, dir bool) {
 	t.Helper()
 	var err error
 	if dir {
@@ -108,7 +113,7 @@ func own(t *testing.T, path string, asRoot bool, mode os.FileMode, dir bool) {
 		t.Fatal(err)
 	}
 	if asRoot {
-		if err := os.Chown(path, nobody, nobody); err != nil {
+		if err := os.Chown(path, nobodyUID, nobodyUID); err != nil {
 			t.Fatal(err)
 		}
 	}
