@@ -9,6 +9,7 @@ import (
 	"io"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,6 +108,9 @@ func execForm(cmd, args string) ([]string, error) {
 	return words, nil
 }
 
+// buildsServer matches the go build command of the demo server.
+var buildsServer = regexp.MustCompile(`go build .*\./examples/server\b`)
+
 // A builtImage is what checkDockerfile learns of the image a Dockerfile builds.
 type builtImage struct {
 	uid  int64    // of USER
@@ -130,13 +134,13 @@ func checkDockerfile(content []byte) (builtImage, error) {
 	static := false
 	for _, s := range stages[:len(stages)-1] {
 		for _, in := range s.instructions {
-			if in.cmd == "RUN" && strings.Contains(in.args, "go build") && strings.Contains(in.args, "CGO_ENABLED=0") {
+			if in.cmd == "RUN" && strings.Contains(in.args, "CGO_ENABLED=0") && buildsServer.MatchString(in.args) {
 				static = true
 			}
 		}
 	}
 	if !static {
-		return img, errors.New("no RUN with CGO_ENABLED=0 go build: the binary would need the C library of the build image")
+		return img, errors.New("no RUN with CGO_ENABLED=0 go build ... ./examples/server: the binary would need the C library of the build image")
 	}
 	final := stages[len(stages)-1]
 	if !strings.HasPrefix(final.from, "gcr.io/distroless/static") && final.from != "scratch" {
@@ -165,6 +169,10 @@ func checkDockerfile(content []byte) (builtImage, error) {
 		return img, err
 	}
 	img.cmd = words[1:]
+	copied := regexp.MustCompile(`(?:^|\s)--from=\S+\s.*\s` + regexp.QuoteMeta(words[0]) + `$`)
+	if !slices.ContainsFunc(final.instructions, func(in dockerInstruction) bool { return in.cmd == "COPY" && copied.MatchString(in.args) }) {
+		return img, fmt.Errorf("ENTRYPOINT runs %s, which no COPY --from a build stage puts there", words[0])
+	}
 	if cmd, ok := final.last("CMD"); ok {
 		words, err := execForm("CMD", cmd)
 		if err != nil {
@@ -220,7 +228,7 @@ func checkImage(readmeText, manifest []byte) error {
 	}
 	tag := string(m[1])
 	if !strings.Contains(path.Base(tag), ":") || strings.HasSuffix(tag, ":latest") {
-		return fmt.Errorf("image tag %s: a tag other than latest, whose default pull policy, Always, looks for an image loaded into the cluster in a registry", tag)
+		return fmt.Errorf("image tag %s: want a tag other than latest, for which Kubernetes' default pull policy is Always: it would look in a registry for an image loaded into the cluster", tag)
 	}
 	found := false
 	for _, doc := range yamlSeparator.Split(string(manifest), -1) {
@@ -292,6 +300,8 @@ func TestCheckDockerfile(t *testing.T) {
 		{name: "no user", old: "USER 65532:65532", new: "", wantErr: "no USER"},
 		{name: "single stage", old: "FROM gcr.io/distroless/static-debian13:nonroot", new: "", wantErr: "one stage"},
 		{name: "cgo", old: "CGO_ENABLED=0 GOOS", new: "CGO_ENABLED=1 GOOS", wantErr: "no RUN with CGO_ENABLED=0"},
+		{name: "another command built", old: "./examples/server\n", new: "./examples/client\n", wantErr: "no RUN with CGO_ENABLED=0 go build ... ./examples/server"},
+		{name: "entrypoint not copied", old: `ENTRYPOINT ["/usr/local/bin/drainkit-demo"]`, new: `ENTRYPOINT ["/drainkit-demo"]`, wantErr: "ENTRYPOINT runs /drainkit-demo, which no COPY"},
 		{name: "runtime with a distribution", old: "gcr.io/distroless/static-debian13:nonroot", new: "debian:13", wantErr: "runtime image debian:13"},
 		{name: "runtime scratch", old: "gcr.io/distroless/static-debian13:nonroot", new: "scratch"},
 		{name: "bad flags", old: `"-log=json"`, new: `"-log=xml"`, wantErr: `-log "xml"`},
@@ -333,7 +343,7 @@ func TestCheckImage(t *testing.T) {
 		{
 			name:    "latest",
 			readme:  func(b []byte) []byte { return edit(t, b, "-t "+tag+" .", "-t drainkit-demo .") },
-			wantErr: "image tag drainkit-demo: a tag other than latest",
+			wantErr: "image tag drainkit-demo: want a tag other than latest",
 		},
 		{
 			name:    "no build command",
