@@ -69,7 +69,7 @@ func testREADMECleanDrain(t *testing.T, readme *readmeText) {
 	w := &headerWatcher{method: sleepMethod, sent: make(chan struct{}, 1)}
 	_, sc := dial(t, s.addr, grpc.WithStatsHandler(w))
 	go func() {
-		_, err := sc.Sleep(ctx, durationpb.New(readinessDelay+2*time.Second))
+		_, err := sc.Sleep(ctx, durationpb.New(readinessDelay+time.Second))
 		sleepDone <- err
 	}()
 	select {
