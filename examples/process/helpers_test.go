@@ -334,7 +334,8 @@ func launchServer(t *testing.T, name, db string, args ...string) *server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args = append([]string{"-addr", "127.0.0.1:0", "-db", db}, args...)
+	// The records are read as JSON; the default, text, is for people.
+	args = append([]string{"-addr", "127.0.0.1:0", "-db", db, "-log", "json"}, args...)
 	s := &server{t: t, name: name, cmd: exec.Command(bin, args...), log: newServerLog(), exited: make(chan struct{})}
 	// Standard error is a pipe of the test's own, not one made by exec:
 	// then Wait returns as soon as the process exits, and the time of the

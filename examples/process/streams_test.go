@@ -161,7 +161,7 @@ func TestTimeoutCommandIsOneSignal(t *testing.T) {
 	repeats := 0
 	for i := range runs {
 		cmd := exec.Command(timeoutCmd, "--preserve-status", "1",
-			bin, "-addr", "127.0.0.1:0", "-db", dbPath(t), "-readiness-delay", "1s")
+			bin, "-log", "json", "-addr", "127.0.0.1:0", "-db", dbPath(t), "-readiness-delay", "1s")
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		done := make(chan error, 1)

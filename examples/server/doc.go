@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	go run ./examples/server [flags]
+//	go build -o demo ./examples/server && ./demo [flags]
 //
 // The flags:
 //
@@ -17,11 +17,20 @@
 //	-force-wait       how long to wait for handlers after the forced stop (default 1s)
 //	-stubborn         make Sleep ignore its context, so that only a forced stop ends it
 //	-otel             "none" (default), or "stdout": spans, then metrics at the end of a drain, as JSON on standard output
+//	-log              "text" (default), key=value lines for a terminal, or "json", one object per line
 //
-// It logs JSON records to standard error: "serving", with the address
-// actually listened on in "addr", once it accepts connections and handles
-// signals (a signal sent before may kill it outright); then, on a signal, one "drain phase" record per phase and a "drain finished" record
-// with the report; and last an "exit" record with the exit status.
+// Durations need a unit (10s, not 10) and are at most 1h. -h prints the
+// usage on standard output.
+//
+// It logs to standard error: "serving", with the address actually listened
+// on in "addr", once it accepts connections and handles signals (a signal
+// sent before may kill it outright); then, on a signal, one "drain phase"
+// record per phase and a "drain finished" record with the report; and last
+// an "exit" record with the exit status.
+//
+// Before it serves, it listens, then opens its database and writes to it:
+// a port in use, a missing directory or a database it cannot write is an
+// error at start-up, and nothing is created when the port is taken.
 //
 // It exits 0 after a clean drain, 1 after a forced drain or any error, and
 // 2 when its flags are wrong.
@@ -30,5 +39,6 @@
 // is given; Watch sends the time every 100 ms until the stream ends, and is
 // long-lived, so a drain cancels it first; Append stores a value and returns
 // its id once the value is on disk; Get returns a stored value, or
-// NOT_FOUND.
+// NOT_FOUND. A write that fails is INTERNAL and a bad argument
+// INVALID_ARGUMENT; UNAVAILABLE comes only from the drain.
 package main

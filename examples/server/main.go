@@ -47,14 +47,18 @@ func run(args []string) int {
 	// order, and the drain then runs at once.
 	sigs := drain.CatchSignals()
 	defer sigs.Stop()
-	cfg, err := demoflags.Parse(args, os.Stderr)
+	cfg, err := demoflags.ParseCommandLine(args, os.Stdout, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
 	}
 	if err != nil {
 		return exitUsage
 	}
-	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	logger, err := newLogger(cfg.Log, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitUsage
+	}
 	err = serve(cfg, logger, sigs)
 	switch {
 	case err == nil:
@@ -71,6 +75,13 @@ func run(args []string) int {
 // serve runs the server until it is drained, and returns the drain's error.
 // A signal caught by sigs during start-up ends it: serve returns nil.
 func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals) error {
+	// The port first: when it is taken, nothing else is done or created.
+	lis, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return err
+	}
+	defer lis.Close() // for the paths that return before Serve
+
 	logger.Info("starting", "db", cfg.DB)
 	db, err := openStoreUnless(sigs.Context(), cfg.DB)
 	if cause := context.Cause(sigs.Context()); cause != nil {
@@ -126,10 +137,6 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals) error
 		drain.WithSignals(sigs),
 	)...)
 
-	lis, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return err
-	}
 	// "serving" is logged at the first Accept: by then Serve handles
 	// SIGTERM and SIGINT, so whoever reads the record may signal at once.
 	return d.Serve(&announcingListener{Listener: lis, announce: func() {

@@ -15,7 +15,8 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // also registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/drainkit/drainkit/examples/demopb"
 )
@@ -106,6 +107,9 @@ func (s *demoService) Append(ctx context.Context, in *wrapperspb.StringValue) (*
 }
 
 func (s *demoService) Get(ctx context.Context, in *wrapperspb.Int64Value) (*wrapperspb.StringValue, error) {
+	if in.GetValue() < 1 {
+		return nil, status.Errorf(codes.InvalidArgument, "id %d: ids start at 1", in.GetValue())
+	}
 	var v string
 	err := s.db.QueryRowContext(ctx, `SELECT value FROM entries WHERE id = ?`, in.GetValue()).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -117,27 +121,44 @@ func (s *demoService) Get(ctx context.Context, in *wrapperspb.Int64Value) (*wrap
 	return wrapperspb.String(v), nil
 }
 
-// storeError turns an error of the store into a status: the context's when
-// the call was cancelled or timed out, UNAVAILABLE otherwise.
+// storeError turns an error of the store into a status: the context's code
+// when the call was cancelled or timed out; INVALID_ARGUMENT when SQLite
+// refused the value itself (a constraint, a type, a size); INTERNAL
+// otherwise, for a failed write or read. Never UNAVAILABLE: that code tells
+// clients to retry elsewhere, which fixes none of these, and the Tracker
+// keeps it for the drain.
 func storeError(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil {
 		return status.FromContextError(ctx.Err()).Err()
 	}
-	return status.Errorf(codes.Unavailable, "%s: %v", op, err)
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff { // the primary result code
+		case sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_RANGE:
+			return status.Errorf(codes.InvalidArgument, "%s: %v", op, err)
+		}
+	}
+	return status.Errorf(codes.Internal, "%s: %v", op, err)
 }
 
 // openStore opens, creating it if needed, the SQLite database at path, in
 // WAL mode with synchronous=FULL so that every committed transaction is on
 // disk before the commit returns.
+//
+// It returns an error naming path and what is wrong when the server could
+// not write the database: a missing directory, a read-only file, and so on.
 func openStore(ctx context.Context, path string) (*sql.DB, error) {
+	if err := checkStorePath(path); err != nil {
+		return nil, fmt.Errorf("-db %s: %w", path, err)
+	}
 	dsn := path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("-db %s: %w", path, err)
 	}
 	if err := initStore(ctx, db); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("-db %s: %w", path, err)
 	}
 	return db, nil
 }
@@ -157,9 +178,22 @@ func initStore(ctx context.Context, db *sql.DB) error {
 	if sync < 2 { // 2 is FULL
 		return fmt.Errorf("synchronous is %d, want 2 (FULL)", sync)
 	}
-	_, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS entries (
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS entries (
 		id    INTEGER PRIMARY KEY AUTOINCREMENT,
 		value TEXT NOT NULL
-	)`)
-	return err
+	)`); err != nil {
+		return err
+	}
+	// A committed write at every start, so that a database the server
+	// cannot write fails here, before it serves, and not at the first
+	// Append: CREATE TABLE IF NOT EXISTS writes nothing once the table is
+	// there.
+	if _, err := db.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, storeVersion)); err != nil {
+		return fmt.Errorf("cannot write the database: %w", err)
+	}
+	return nil
 }
+
+// storeVersion is the version of the store's schema, kept in SQLite's
+// user_version.
+const storeVersion = 1

@@ -201,15 +201,6 @@ func TestStoreDurable(t *testing.T) {
 	}
 }
 
-func TestOpenStoreFails(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "missing-dir", "demo.db")
-	ctx := testContext(t)
-	if db, err := openStore(ctx, path); err == nil {
-		db.Close()
-		t.Errorf("openStore(%q) = nil error, want one", path)
-	}
-}
-
 func TestRunBadFlags(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -220,6 +211,9 @@ func TestRunBadFlags(t *testing.T) {
 		{name: "negative duration", args: []string{"-grace=-1s"}, want: exitUsage},
 		{name: "unknown flag", args: []string{"-nope"}, want: exitUsage},
 		{name: "unknown telemetry", args: []string{"-otel=jaeger"}, want: exitUsage},
+		{name: "unknown log format", args: []string{"-log=xml"}, want: exitUsage},
+		{name: "duration without a unit", args: []string{"-readiness-delay", "10"}, want: exitUsage},
+		{name: "duration above the limit", args: []string{"-readiness-delay", "300000h"}, want: exitUsage},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := run(tt.args); got != tt.want {

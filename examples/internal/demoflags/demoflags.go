@@ -22,6 +22,12 @@ const (
 	OtelStdout = "stdout" // spans and, at the end of a drain, metrics as JSON on standard output
 )
 
+// The values of -log.
+const (
+	LogText = "text" // one line of key=value pairs per record, for a person at a terminal
+	LogJSON = "json" // one JSON object per record, for log collectors and tests
+)
+
 // Config is the server's configuration, as set by its flags.
 type Config struct {
 	Addr           string        // -addr: the TCP address to listen on
@@ -32,6 +38,7 @@ type Config struct {
 	ForceWait      time.Duration // -force-wait: drain.WithForceWait
 	Stubborn       bool          // -stubborn: Sleep ignores its context
 	Otel           string        // -otel: OtelNone or OtelStdout
+	Log            string        // -log: LogText or LogJSON
 }
 
 // Default returns the configuration of a server started without flags.
@@ -43,42 +50,71 @@ func Default() Config {
 		CancelGrace: 3 * time.Second,
 		ForceWait:   time.Second,
 		Otel:        OtelNone,
+		Log:         LogText,
 	}
 }
 
-// Parse parses the server's arguments, program name excluded, and checks
-// them. Errors and, on -h, the usage are written to output. It returns
-// flag.ErrHelp when -h or -help was given, and an error naming the flag when
-// a value is malformed or out of range.
+// Parse is ParseCommandLine with output as both stdout and stderr.
 func Parse(args []string, output io.Writer) (Config, error) {
+	return ParseCommandLine(args, output, output)
+}
+
+// ParseCommandLine parses the server's arguments, program name excluded,
+// and checks them. On -h or -help it writes the usage to stdout, the answer
+// asked for, and returns flag.ErrHelp. When a flag is unknown or its value
+// malformed or out of range, it writes an error naming the flag to stderr,
+// with a line that points to -h, and returns the error.
+func ParseCommandLine(args []string, stdout, stderr io.Writer) (Config, error) {
 	c := Default()
 	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
-	fs.SetOutput(output)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n\nServes drainkit.demo.v1.Demo and drains on SIGTERM or SIGINT; a second signal forces the drain.\nExits 0 after a clean drain, 1 after a forced drain or an error, 2 on bad flags.\n\nFlags:\n", Name)
-		fs.PrintDefaults()
-	}
+	fs.SetOutput(stderr)
+	// The flag package calls Usage on errors too: the usage is written
+	// below, where help and errors are told apart.
+	fs.Usage = func() {}
 	fs.StringVar(&c.Addr, "addr", c.Addr, "TCP `address` to listen on; port 0 picks a free port (see the \"serving\" log record)")
-	fs.StringVar(&c.DB, "db", c.DB, "SQLite database `file`, created if missing")
-	fs.DurationVar(&c.ReadinessDelay, "readiness-delay", c.ReadinessDelay, "how long to keep serving after health turns NOT_SERVING, for load balancers to notice")
-	fs.DurationVar(&c.Grace, "grace", c.Grace, "how long to wait, after GOAWAY, for in-flight RPCs to finish")
-	fs.DurationVar(&c.CancelGrace, "cancel-grace", c.CancelGrace, "how long to wait for handlers to return after cancelling them")
-	fs.DurationVar(&c.ForceWait, "force-wait", c.ForceWait, "how long to wait for handlers after the forced stop before reporting them as leaked")
+	fs.StringVar(&c.DB, "db", c.DB, "SQLite database `file`, created if missing; its directory must exist and be writable")
+	fs.Var(&durationValue{&c.ReadinessDelay}, "readiness-delay", "`duration` to keep serving after health turns NOT_SERVING, for load balancers to notice")
+	fs.Var(&durationValue{&c.Grace}, "grace", "`duration` to wait, after GOAWAY, for in-flight RPCs to finish")
+	fs.Var(&durationValue{&c.CancelGrace}, "cancel-grace", "`duration` to wait for handlers to return after cancelling them")
+	fs.Var(&durationValue{&c.ForceWait}, "force-wait", "`duration` to wait for handlers after the forced stop before reporting them as leaked")
 	fs.BoolVar(&c.Stubborn, "stubborn", c.Stubborn, "make Sleep ignore its context, so that only a forced stop ends it")
 	fs.StringVar(&c.Otel, "otel", c.Otel, "telemetry: \"none\", or \"stdout\" for spans and metrics as JSON on standard output")
-	if err := fs.Parse(args); err != nil {
+	fs.StringVar(&c.Log, "log", c.Log, "log `format` on standard error: \"text\", one line of key=value pairs per record, for a terminal; or \"json\", one object per line, for log collectors")
+
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		usage(fs, stdout)
 		return Config{}, err
 	}
-	if fs.NArg() > 0 {
-		err := fmt.Errorf("unexpected argument %q: %s takes flags only", fs.Arg(0), Name)
-		fmt.Fprintln(output, err)
-		return Config{}, err
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q: %s takes flags only", fs.Arg(0), Name)
+		fmt.Fprintln(stderr, err)
 	}
-	if err := c.Validate(); err != nil {
-		fmt.Fprintln(output, err)
+	if err == nil {
+		if err = c.Validate(); err != nil {
+			fmt.Fprintln(stderr, err)
+		}
+	}
+	if err != nil {
+		// The flag package has written its own errors.
+		fmt.Fprintf(stderr, "Run %s -h for the flags.\n", Name)
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// usage writes the usage of fs to w.
+func usage(fs *flag.FlagSet, w io.Writer) {
+	fmt.Fprintf(w, `Usage: %s [flags]
+
+Serves drainkit.demo.v1.Demo and drains on SIGTERM or SIGINT; a second signal forces the drain.
+Exits 0 after a clean drain, 1 after a forced drain or an error, 2 on bad flags.
+Durations take a unit (500ms, 10s, 1m30s) and are at most %s.
+
+Flags:
+`, Name, short(MaxDuration))
+	fs.SetOutput(w)
+	fs.PrintDefaults()
 }
 
 // Validate returns an error naming the first flag whose value is not
@@ -108,9 +144,15 @@ func (c Config) Validate() error {
 		if f.d < 0 {
 			return fmt.Errorf("%s %v: negative duration", f.name, f.d)
 		}
+		if f.d > MaxDuration {
+			return fmt.Errorf("%s %v: above the limit of %s", f.name, f.d, short(MaxDuration))
+		}
 	}
 	if c.Otel != OtelNone && c.Otel != OtelStdout {
 		return fmt.Errorf("-otel %q: want %q or %q", c.Otel, OtelNone, OtelStdout)
+	}
+	if c.Log != LogText && c.Log != LogJSON {
+		return fmt.Errorf("-log %q: want %q or %q", c.Log, LogText, LogJSON)
 	}
 	return nil
 }

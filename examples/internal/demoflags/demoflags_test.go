@@ -25,16 +25,20 @@ func TestParse(t *testing.T) {
 		{name: "defaults", want: func(*demoflags.Config) {}},
 		{
 			name: "every flag",
-			args: []string{"-addr=0.0.0.0:8080", "-db", "/tmp/x.db", "-readiness-delay=5s", "-grace=1m", "-cancel-grace=2s", "-force-wait=0", "-stubborn", "-otel=stdout"},
+			args: []string{"-addr=0.0.0.0:8080", "-db", "/tmp/x.db", "-readiness-delay=5s", "-grace=1m", "-cancel-grace=2s", "-force-wait=0", "-stubborn", "-otel=stdout", "-log=json"},
 			want: func(c *demoflags.Config) {
 				*c = demoflags.Config{
 					Addr: "0.0.0.0:8080", DB: "/tmp/x.db", ReadinessDelay: 5 * time.Second, Grace: time.Minute,
-					CancelGrace: 2 * time.Second, Stubborn: true, Otel: demoflags.OtelStdout,
+					CancelGrace: 2 * time.Second, Stubborn: true, Otel: demoflags.OtelStdout, Log: demoflags.LogJSON,
 				}
 			},
 		},
 		{name: "free port", args: []string{"-addr", "127.0.0.1:0"}, want: func(c *demoflags.Config) { c.Addr = "127.0.0.1:0" }},
 		{name: "double dashes", args: []string{"--grace=5s"}, want: func(c *demoflags.Config) { c.Grace = 5 * time.Second }},
+		{name: "text logs", args: []string{"-log", "text"}, want: func(c *demoflags.Config) { c.Log = demoflags.LogText }},
+		{name: "bare zero", args: []string{"-readiness-delay", "0"}, want: func(c *demoflags.Config) { c.ReadinessDelay = 0 }},
+		{name: "at the limit", args: []string{"-grace", "1h"}, want: func(c *demoflags.Config) { c.Grace = demoflags.MaxDuration }},
+		{name: "compound duration", args: []string{"-grace", "1m30s"}, want: func(c *demoflags.Config) { c.Grace = 90 * time.Second }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			want := demoflags.Default()
@@ -71,7 +75,13 @@ func TestParseErrors(t *testing.T) {
 		{name: "negative grace", args: []string{"-grace=-1s"}, wantErr: "-grace -1s: negative duration"},
 		{name: "negative cancel grace", args: []string{"-cancel-grace=-1ms"}, wantErr: "-cancel-grace -1ms: negative duration"},
 		{name: "negative force wait", args: []string{"-force-wait=-2s"}, wantErr: "-force-wait -2s: negative duration"},
-		{name: "malformed duration", args: []string{"-grace=soon"}, wantErr: "-grace"},
+		{name: "malformed duration", args: []string{"-grace=soon"}, wantErr: `invalid value "soon" for flag -grace: not a duration, want a number and a unit, e.g. 500ms, 10s or 1m30s, at most 1h`},
+		{name: "duration without a unit", args: []string{"-readiness-delay", "10"}, wantErr: `invalid value "10" for flag -readiness-delay: missing unit, want e.g. 10s`},
+		{name: "fraction without a unit", args: []string{"-grace=1.5"}, wantErr: "missing unit, want e.g. 1.5s"},
+		{name: "duration above the limit", args: []string{"-readiness-delay", "300000h"}, wantErr: "-readiness-delay 300000h0m0s: above the limit of 1h"},
+		{name: "grace above the limit", args: []string{"-grace", "61m"}, wantErr: "-grace 1h1m0s: above the limit of 1h"},
+		{name: "duration that overflows", args: []string{"-force-wait", "3000000h"}, wantErr: "not a duration"},
+		{name: "unknown log format", args: []string{"-log=logfmt"}, wantErr: `-log "logfmt": want "text" or "json"`},
 		{name: "unknown telemetry", args: []string{"-otel=jaeger"}, wantErr: `-otel "jaeger"`},
 		{name: "empty address", args: []string{"-addr="}, wantErr: "-addr: empty address"},
 		{name: "address without port", args: []string{"-addr=localhost"}, wantErr: `-addr "localhost"`},
@@ -93,16 +103,63 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
-func TestParseHelp(t *testing.T) {
-	var out bytes.Buffer
-	_, err := demoflags.Parse([]string{"-h"}, &out)
-	if !errors.Is(err, flag.ErrHelp) {
-		t.Errorf("Parse(-h) = %v, want %v", err, flag.ErrHelp)
+// -h is a request: the usage goes to standard output, and nothing to
+// standard error.
+func TestParseCommandLineHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		t.Run(arg, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			_, err := demoflags.ParseCommandLine([]string{arg}, &stdout, &stderr)
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Errorf("ParseCommandLine(%s) = %v, want %v", arg, err, flag.ErrHelp)
+			}
+			if stderr.Len() > 0 {
+				t.Errorf("ParseCommandLine(%s) wrote %q to stderr, want nothing", arg, stderr.String())
+			}
+			for _, want := range []string{
+				"-addr", "-db", "-readiness-delay", "-grace", "-cancel-grace", "-force-wait", "-stubborn", "-otel",
+				`-log format`, `(default "text")`, "at most 1h", "-grace duration",
+			} {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("ParseCommandLine(%s) usage does not mention %q:\n%s", arg, want, stdout.String())
+				}
+			}
+		})
 	}
-	for _, name := range []string{"-addr", "-db", "-readiness-delay", "-grace", "-cancel-grace", "-force-wait", "-stubborn", "-otel"} {
-		if !strings.Contains(out.String(), name) {
-			t.Errorf("Parse(-h) usage does not mention %s:\n%s", name, out.String())
-		}
+}
+
+// A bad flag is an error on standard error, with a pointer to -h, and
+// nothing on standard output.
+func TestParseCommandLineError(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+	}{
+		{name: "unknown flag", args: []string{"-nope"}},
+		{name: "malformed value", args: []string{"-grace=10"}},
+		{name: "invalid value", args: []string{"-otel=jaeger"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			_, err := demoflags.ParseCommandLine(tt.args, &stdout, &stderr)
+			if err == nil {
+				t.Fatalf("ParseCommandLine(%q) = nil error, want one", tt.args)
+			}
+			if stdout.Len() > 0 {
+				t.Errorf("ParseCommandLine(%q) wrote %q to stdout, want nothing", tt.args, stdout.String())
+			}
+			if want := err.Error() + "\nRun drainkit-demo -h for the flags.\n"; !strings.HasSuffix(stderr.String(), want) {
+				t.Errorf("ParseCommandLine(%q) wrote %q to stderr, want it to end with %q", tt.args, stderr.String(), want)
+			}
+		})
+	}
+}
+
+func TestValidateLimit(t *testing.T) {
+	c := demoflags.Default()
+	c.ForceWait = demoflags.MaxDuration + time.Nanosecond
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "-force-wait 1h0m0.000000001s: above the limit of 1h") {
+		t.Errorf("Validate() with -force-wait just above the limit = %v, want an error naming the flag and the limit", err)
 	}
 }
 
