@@ -102,7 +102,10 @@ func (p *phases) progress(name string, deadline time.Time) (stop func()) {
 			case <-done:
 				return
 			case <-tick.C:
-				left := max(time.Until(deadline), 0)
+				left := time.Until(deadline)
+				if left <= 0 {
+					continue // the phase ends now; its next record says so
+				}
 				calls := p.d.t.Calls()
 				p.d.o.logger.LogAttrs(p.ctx, slog.LevelInfo, "drain progress",
 					slog.String("phase", name), slog.String("left", round(left)),

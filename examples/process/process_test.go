@@ -375,6 +375,9 @@ func TestSecondSignalForces(t *testing.T) {
 			if got := s.log.phases(); !slices.Contains(got, "Force") || slices.Contains(got, "Cancel") {
 				t.Errorf("drain phases = %q, want Force and no Cancel", got)
 			}
+			if got, _ := drainReport(t, s)["skipped"].(string); got != "a second signal arrived during the drain" {
+				t.Errorf("drain report: skipped = %q, want the second signal named", got)
+			}
 		})
 	}
 }
