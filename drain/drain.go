@@ -192,7 +192,7 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		r.Forced = cut > 0
 		ph.enterForce(cut, d.skipReason())
 		r.Cancelled += d.t.CancelAll(ErrDraining)
-		hooks.send(stophook.Forced, &r, d.t.InFlight())
+		hooks.send(stophook.Forced, &r, cut)
 		stopped := make(chan struct{})
 		go func() {
 			d.srv.Stop()

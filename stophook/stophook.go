@@ -39,8 +39,11 @@ const (
 	// GraceTimeout: the grace period ran out with RPCs still in flight. New
 	// RPCs are refused and every running handler is being cancelled.
 	GraceTimeout
-	// Forced: handlers outlived their cancellation, or the drain's context
-	// ended; the server is being stopped, every connection closed.
+	// Forced: GracefulStop did not finish in time, or the drain's context
+	// ended; the server is being stopped, every connection closed. The
+	// event's InFlight is the number of RPCs the stop cuts: 0 when no
+	// handler is left and the stop only closes connections whose clients
+	// never acknowledged GOAWAY, and the drain is then not forced.
 	Forced
 	// Stopped: no handler runs any more, or those left are leaked. Close
 	// the resources that handlers used: databases, clients, files.

@@ -49,7 +49,8 @@ var phaseSpanNames = [...]string{
 // running at Stopped, with its rpc.method, drainkit.handler.age (seconds) and
 // drainkit.handler.stream. At its end it gets the attributes drainkit.forced,
 // drainkit.cancelled and drainkit.leaked, and the status Error if the drain
-// was forced.
+// was forced: if its forced stop cut RPCs (the Forced event's InFlight) or
+// handlers leaked.
 //
 // The metrics are described in the package documentation.
 //
@@ -142,10 +143,13 @@ func (h *hook) OnStop(ctx context.Context, e stophook.Event) error {
 		d.span.AddEvent(GraceTimeoutEventName, trace.WithTimestamp(now),
 			trace.WithAttributes(InFlightKey.Int(e.InFlight)))
 	case stophook.Forced:
-		d.forced = true
 		d.span.AddEvent(ForcedEventName, trace.WithTimestamp(now),
 			trace.WithAttributes(InFlightKey.Int(e.InFlight), CancelledKey.Int(e.Cancelled)))
-		h.metrics.forced.Add(context.Background(), 1, h.metrics.attrs)
+		// A stop that cuts no RPC only closes connections: the drain
+		// is forced when RPCs are cut, or handlers leak.
+		if e.InFlight > 0 {
+			h.markForced(d)
+		}
 	case stophook.Stopped:
 		for _, c := range e.Leaked {
 			d.span.AddEvent(LeakedHandlerEventName, trace.WithTimestamp(now),
@@ -156,11 +160,20 @@ func (h *hook) OnStop(ctx context.Context, e stophook.Event) error {
 		}
 		if len(e.Leaked) > 0 {
 			h.metrics.leaked.Add(context.Background(), int64(len(e.Leaked)), h.metrics.attrs)
+			h.markForced(d)
 		}
 		h.end(d, e, now)
 		delete(h.drains, key)
 	}
 	return nil
+}
+
+// markForced records that drain d is forced, once.
+func (h *hook) markForced(d *drainState) {
+	if !d.forced {
+		d.forced = true
+		h.metrics.forced.Add(context.Background(), 1, h.metrics.attrs)
+	}
 }
 
 // begin starts the span of a drain whose first event the hook got is e.

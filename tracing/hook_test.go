@@ -443,3 +443,28 @@ func TestHookAttributes(t *testing.T) {
 		}
 	}
 }
+
+// TestHookForceThatCutsNothing feeds a drain whose forced stop cut no RPC
+// (Forced with InFlight 0: it only closed connections that never
+// acknowledged GOAWAY) and leaked nothing: it is not a forced drain.
+func TestHookForceThatCutsNothing(t *testing.T) {
+	p := newProviders(t)
+	h := tracing.Hook(tracing.WithTracerProvider(p.tp), tracing.WithMeterProvider(p.mp))
+	started := time.Now()
+	feed(t, context.Background(), h, []stophook.Event{
+		{Phase: stophook.DrainStart, Started: started},
+		{Phase: stophook.GoAway, Started: started},
+		{Phase: stophook.Forced, Started: started},
+		{Phase: stophook.Stopped, Started: started},
+	})
+	drains, _ := drainSpans(p.spans.Ended())
+	if len(drains) != 1 {
+		t.Fatalf("%d drain spans ended, want 1", len(drains))
+	}
+	if v, _ := attr(drains[0].Attributes(), tracing.ForcedKey); v.AsBool() {
+		t.Errorf("drain span %s = true, want false: the stop cut nothing", tracing.ForcedKey)
+	}
+	if got := counterTotal(t, p.collect(t), tracing.ForcedStopsMetric); got != 0 {
+		t.Errorf("%s = %d, want 0", tracing.ForcedStopsMetric, got)
+	}
+}
