@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
@@ -483,4 +484,58 @@ func TestFiniteStreamNilAfterCancelIsOK(t *testing.T) {
 		t.Errorf("stream = %d messages, %v; want 1, OK", r.msgs, r.err)
 	}
 	checkIdle(t, tr)
+}
+
+// endStats is a server stats.Handler that reports the error with which
+// each RPC ended, as otelgrpc and binary logs see it.
+type endStats struct{ ends chan error }
+
+func (h *endStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (h *endStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (h *endStats) HandleConn(context.Context, stats.ConnStats) {}
+func (h *endStats) HandleRPC(_ context.Context, s stats.RPCStats) {
+	if end, ok := s.(*stats.End); ok {
+		h.ends <- end.Error
+	}
+}
+
+// TestEndedStreamReportsItsStatus cancels a finite stream whose handler is
+// blocked in Send, then swallows Send's error and returns nil. The Tracker
+// ended the stream with codes.Unavailable: the client, and the server's
+// stats handler, must both see that status, on both transports.
+func TestEndedStreamReportsItsStatus(t *testing.T) {
+	for _, tp := range transports {
+		t.Run(tp.name, func(t *testing.T) {
+			tr := interceptors.NewTracker()
+			recvd := make(chan struct{}, 1)
+			sh := &endStats{ends: make(chan error, 1)}
+			srv := grpc.NewServer(append(tracked(tr), grpc.StatsHandler(sh))...)
+			testgrpc.RegisterTestServiceServer(srv, &streamService{duplex: func(stream testgrpc.TestService_FullDuplexCallServer) error {
+				if _, err := stream.Recv(); err != nil {
+					return err
+				}
+				recvd <- struct{}{}
+				stream.Recv() // blocks until the stream is ended
+				return nil    // "told to stop, so stop"
+			}})
+			cc := tp.serve(t, srv)
+			stream, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(testContext(t))
+			if err != nil {
+				t.Fatalf("FullDuplexCall() = %v", err)
+			}
+			if err := stream.Send(&testgrpc.StreamingOutputCallRequest{}); err != nil {
+				t.Fatalf("Send() = %v", err)
+			}
+			receive(t, recvd, "the handler's first message")
+			if n := tr.CancelAll(errDrain); n != 1 {
+				t.Errorf("CancelAll() = %d, want 1", n)
+			}
+			_, err = stream.Recv()
+			checkShuttingDown(t, "client Recv() after CancelAll", err, errDrain)
+			checkShuttingDown(t, "the status the server's stats handler saw", receive(t, sh.ends, "the server's End stats"), errDrain)
+			checkIdle(t, tr)
+		})
+	}
 }

@@ -25,11 +25,13 @@
 //  4. Force: Stop closes every connection; the drain waits up to the force
 //     wait for handlers, then reports those still running as leaked, with
 //     method and age, and goes on without them. The drain is forced
-//     (Report.Forced, ErrForced) only if Stop cut RPCs or left handlers
-//     running: when every RPC has ended but GracefulStop still waits on a
-//     connection whose client never acknowledged GOAWAY, or when the waits
-//     were skipped on an idle server, Stop cuts nothing and the drain is
-//     clean.
+//     (Report.Forced, ErrForced) only if Stop cut handlers or left them
+//     running: when every handler has returned but GracefulStop still
+//     waits on a connection whose client never acknowledged GOAWAY, or
+//     when the waits were skipped on an idle server, Stop cuts no handler
+//     and the drain is clean. (A status that grpc is still writing for a
+//     call whose handler returned a moment before may be cut with its
+//     connection; its client sees codes.Unavailable.)
 //  5. Cleanup: the hooks receive the Stopped event, now that no handler
 //     uses what they close.
 //
@@ -66,7 +68,7 @@
 // # Signals
 //
 // Serve drains on SIGTERM or SIGINT, and a second signal forces the drain.
-// A signal within SignalRepeatWindow (300ms) of the one before is taken as
+// A signal within SignalRepeatWindow (300ms) of the last one counted is taken as
 // the same signal delivered twice, as coreutils' timeout and some
 // supervisors deliver it (to the process, then to its group). To catch the
 // signals from the first line of main, before a slow start-up, call

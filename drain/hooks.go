@@ -11,8 +11,10 @@ import (
 )
 
 // A HookError is the error of one hook call. It unwraps to the hook's own
-// error, to context.DeadlineExceeded when the hook outlived its timeout, or
-// to a *PanicError when the hook panicked.
+// error, to context.DeadlineExceeded when the hook outlived its timeout, to
+// context.Canceled when it was still running as the drain skipped its waits
+// (a second signal, or the end of the context of Drain), or to a
+// *PanicError when the hook panicked.
 type HookError struct {
 	Hook  string // the hook's position in registration order and its type, or its String
 	Phase stophook.Phase

@@ -10,7 +10,7 @@ import (
 
 // Serve serves srv on lis until SIGTERM or SIGINT, then drains it; a second
 // signal during the drain skips straight to the forced stop. A signal within
-// SignalRepeatWindow of the one before counts as the same signal. Serve
+// SignalRepeatWindow of the last one counted counts as the same signal. Serve
 // catches the signals from the moment it is called, or uses the Signals
 // given by WithSignals, which may have caught one already: Serve then drains
 // at once. It stops catching signals it caught itself when it returns. It

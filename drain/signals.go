@@ -37,8 +37,10 @@ func (e *SignalError) Error() string { return fmt.Sprintf("drain: received %v", 
 // WithSignals drains at once when Serve is called. Create it with
 // CatchSignals and stop it with Stop.
 //
-// A signal that comes within SignalRepeatWindow of the one before counts as
-// the same signal.
+// A signal that comes within SignalRepeatWindow of the last signal counted
+// counts as the same signal, and is not counted. A Signals serves one
+// Drainer's Serve: Serve reads the signals it caught, and two readers would
+// share them out.
 type Signals struct {
 	c      chan os.Signal
 	events chan signalEvent // the signals caught, for Serve
@@ -51,7 +53,7 @@ type Signals struct {
 }
 
 // signalEvent is one signal caught; repeat is set for one that came within
-// SignalRepeatWindow of the one before.
+// SignalRepeatWindow of the last signal counted.
 type signalEvent struct {
 	sig    os.Signal
 	repeat bool

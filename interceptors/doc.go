@@ -65,6 +65,12 @@
 // SendMsg on a client that does not read is freed only when the HTTP server
 // closes the connection (stophook.HTTPServer does at the forced stop).
 //
+// The Tracker writes the stream's headers, if they have not gone, and its
+// status from the goroutine that cancels it, while the handler may be in
+// SendMsg: grpc-go's transport locks both. One field it reads is not locked:
+// a handler that calls grpc.SetSendCompressor while its stream is being
+// cancelled races with that write.
+//
 // WriteStatus is exported by grpc-go's transport but is not part of its
 // stable API. The Tracker finds it with a type assertion, and EndsStreams
 // reports whether it did. Where it is absent (a future grpc-go, or a test

@@ -5,12 +5,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
 // statusWriter is implemented by the ServerTransportStream that grpc-go
 // puts in the context of every call it serves, on its own listeners and
 // through ServeHTTP alike (grpc-go v1.85.0: *transport.ServerStream).
+// SendHeader is part of grpc's ServerTransportStream interface;
 // WriteStatus ends the stream as grpc does when a handler returns: the
 // client receives the status at once, the stream's transport context ends,
 // and the handler's pending RecvMsg and SendMsg return an error. When the
@@ -20,6 +22,7 @@ import (
 // blocked in RecvMsg or SendMsg: those wait on the transport's context, not
 // on the context the Tracker gives the handler.
 type statusWriter interface {
+	SendHeader(metadata.MD) error
 	WriteStatus(*status.Status) error
 }
 

@@ -31,7 +31,15 @@ func (t *Tracker) StreamServerInterceptor() grpc.StreamServerInterceptor {
 		if err != nil {
 			return err
 		}
-		defer func() { err = t.end(c, err) }()
+		defer func() {
+			err = t.end(c, err)
+			if w.ended.Load() {
+				// The client has this status, or will: grpc writes the
+				// handler's only if it comes first, and it is the same.
+				// Stats handlers and binary logs see it too.
+				err = w.ending.Load().Err()
+			}
+		}()
 		return handler(srv, w)
 	}
 }
@@ -117,10 +125,20 @@ func (s *serverStream) end(st *status.Status) {
 	case w == nil:
 		// Context-only cancellation: the handler sees its context end.
 	case s.serveHTTP:
-		go w.WriteStatus(st)
+		go writeStatus(w, st)
 	default:
-		// On grpc's own transport, WriteStatus queues the trailers for
-		// the connection's writer and does not block.
-		w.WriteStatus(st)
+		// On grpc's own transport, this queues frames for the
+		// connection's writer and does not block.
+		writeStatus(w, st)
 	}
+}
+
+// writeStatus ends a stream with st. The headers go first, unless they
+// have gone already: grpc-go's WriteStatus marks them sent before it queues
+// its frame, so a first SendMsg running at that moment on the handler's
+// goroutine could queue its message ahead of any headers. SendHeader takes
+// the stream's header lock, and such a SendMsg then fails or follows it.
+func writeStatus(w statusWriter, st *status.Status) {
+	w.SendHeader(nil) // an error means the headers were sent, or the stream is done
+	w.WriteStatus(st)
 }

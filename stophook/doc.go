@@ -10,9 +10,11 @@
 //   - Hooks run one at a time, in reverse order of registration: the last
 //     resource opened is closed first.
 //   - Each call gets its own context, which ends after the drain's hook
-//     timeout. A hook that blocks past it is abandoned: the drain goes on,
-//     and the call is reported as an error naming the hook. It costs its
-//     timeout and nothing more. An abandoned call may still be running when
+//     timeout, and also when the drain skips its waits while the call runs
+//     (a second signal, or the end of the context given to Drain): calls
+//     made after the skip get their whole timeout. A hook that blocks past
+//     its context is abandoned: the drain goes on, and the call is reported
+//     as an error naming the hook. It costs its timeout and nothing more. An abandoned call may still be running when
 //     the hook is called for the next event, so a hook that can block must
 //     be safe for concurrent use, as the helpers here are.
 //   - A hook that panics does not stop the drain: the panic becomes an error
