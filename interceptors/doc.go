@@ -53,8 +53,9 @@
 // context (its WriteStatus method). The client receives codes.Unavailable
 // with the shutting-down message, or codes.DeadlineExceeded, at once; the
 // handler's pending and later RecvMsg and SendMsg return an error; the
-// handler returns and InFlight falls. grpc ignores the status the handler
-// then returns. A handler busy elsewhere when it is cancelled, which returns
+// handler returns and InFlight falls. Whatever the handler then returns,
+// the interceptor returns the status that was written, so that stats
+// handlers (otelgrpc) and binary logs report what the client got. A handler busy elsewhere when it is cancelled, which returns
 // without touching its stream again, sets the status itself, as a unary
 // handler does: a finite stream that returns nil keeps codes.OK, a
 // long-lived one ends with codes.Unavailable.
