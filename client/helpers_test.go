@@ -168,8 +168,8 @@ type backend struct {
 }
 
 // startBackend starts a backend named name, stopped at the end of the test.
-// hold is service.hold.
-func startBackend(t *testing.T, name string, hold bool) *backend {
+// hold is service.hold; opts are added after the Tracker's.
+func startBackend(t *testing.T, name string, hold bool, opts ...grpc.ServerOption) *backend {
 	t.Helper()
 	tr := interceptors.NewTracker(interceptors.WithLongLived(watchMethod, chatMethod))
 	b := &backend{
@@ -177,9 +177,9 @@ func startBackend(t *testing.T, name string, hold bool) *backend {
 		tracker: tr,
 		lis:     bufconn.Listen(1 << 20),
 		svc:     &service{name: name, hold: hold, started: make(chan string, 16), runs: map[string]int{}},
-		srv: grpc.NewServer(
+		srv: grpc.NewServer(append([]grpc.ServerOption{
 			grpc.ChainUnaryInterceptor(tr.UnaryServerInterceptor()),
-			grpc.ChainStreamInterceptor(tr.StreamServerInterceptor())),
+			grpc.ChainStreamInterceptor(tr.StreamServerInterceptor())}, opts...)...),
 	}
 	demopb.RegisterDemoServer(b.srv, b.svc)
 	served := make(chan error, 1)
