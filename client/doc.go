@@ -4,16 +4,16 @@
 //
 // Give DialOptions to grpc.NewClient (or to NewClient):
 //
-//	cc, err := client.NewClient(target,
+//	opts := append([]grpc.DialOption{
 //		grpc.WithTransportCredentials(creds),
 //		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
-//		client.DialOptions(
-//			client.WithIdempotent(pb.Store_Get_FullMethodName),
-//			client.WithResume(pb.Store_Watch_FullMethodName, func(req *pb.WatchRequest, last *pb.Event) *pb.WatchRequest {
-//				return &pb.WatchRequest{Since: last.GetRevision()}
-//			}),
-//		)...,
-//	)
+//	}, client.DialOptions(
+//		client.WithIdempotent(pb.Store_Get_FullMethodName),
+//		client.WithResume(pb.Store_Watch_FullMethodName, func(req *pb.WatchRequest, last *pb.Event) *pb.WatchRequest {
+//			return &pb.WatchRequest{Since: last.GetRevision()}
+//		}),
+//	)...)
+//	cc, err := client.NewClient(target, opts...)
 //
 // # What is retried
 //
@@ -32,9 +32,10 @@
 //
 // codes.Unavailable without that mark, such as a connection that failed
 // halfway through a call, is treated as a cancellation: retried for
-// idempotent methods only. Calls that failed before anything was sent are
-// retried by grpc itself ("transparent retry"), whatever the method. Other
-// codes are never retried.
+// idempotent methods only. Calls that no server saw, such as those sent
+// on a connection as its server's GOAWAY arrived, are retried by grpc
+// itself ("transparent retry"), whatever the method. Other codes are never
+// retried.
 //
 // Attempts are bounded (WithMax, DefaultMax by default), the first
 // included. Before each retry the client waits for the backoff (WithBackoff:
@@ -90,12 +91,18 @@
 // interceptor: grpc calls it for each attempt, so each retry is a span of its
 // own, a sibling of the first attempt's under the caller's span.
 //
-//	cc, err := grpc.NewClient(target,
+//	opts := []grpc.DialOption{
 //		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
 //		grpc.WithChainUnaryInterceptor(logging.UnaryClientInterceptor(logger)),
 //		grpc.WithChainStreamInterceptor(logging.StreamClientInterceptor(logger)),
-//		client.DialOptions(client.WithIdempotent(pb.Store_Get_FullMethodName))...,
+//	}
+//	opts = append(opts, client.DialOptions(client.WithIdempotent(pb.Store_Get_FullMethodName))...)
+//	opts = append(opts,
+//		grpc.WithChainUnaryInterceptor(retry.UnaryClientInterceptor(retry.WithMax(3), retry.WithCodes(codes.ResourceExhausted))),
 //	)
+//	cc, err := grpc.NewClient(target, opts...)
+//
+// TestComposition in this package runs that chain.
 //
 // # Leaks
 //

@@ -17,7 +17,6 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	if desc.ClientStreams || !desc.ServerStreams {
 		return streamer(ctx, desc, cc, fullMethod, opts...)
 	}
-	s := &serverStream{o: o, m: o.methods[fullMethod], ctx: ctx, desc: desc, cc: cc, method: fullMethod, streamer: streamer, opts: opts}
 	cs, err := streamer(ctx, desc, cc, fullMethod, opts...)
 	for attempt := uint(1); err != nil; attempt++ {
 		// Nothing was sent: the call is retried as a refused one would be
@@ -26,7 +25,7 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 			return nil, err
 		}
 		out, delay := classify(err)
-		if !s.m.retryable(out, false) {
+		if !o.methods[fullMethod].retryable(out, false) {
 			return nil, err
 		}
 		if stop, ctxErr := o.pause(ctx, attempt, delay); stop {
@@ -40,8 +39,7 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 		}
 		cs, err = streamer(ctx, desc, cc, fullMethod, opts...)
 	}
-	s.cs = cs
-	return s, nil
+	return &serverStream{o: o, ctx: ctx, desc: desc, cc: cc, method: fullMethod, streamer: streamer, opts: opts, cs: cs}, nil
 }
 
 // A serverStream is the client side of a server stream that is opened
@@ -54,7 +52,6 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 // replaces cs, under mu; the others read it under mu.
 type serverStream struct {
 	o        *options
-	m        method
 	ctx      context.Context // the caller's
 	desc     *grpc.StreamDesc
 	cc       *grpc.ClientConn
@@ -113,9 +110,12 @@ func (s *serverStream) RecvMsg(m any) error {
 // resume opens the stream again after its attempt failed with err, as many
 // times as the options allow, and receives m from the new attempt.
 func (s *serverStream) resume(m any, err error) error {
+	// The options of the method are looked up only now: a stream that
+	// never fails does not pay for it.
+	mo := s.o.methods[s.method]
 	for attempt := uint(1); attempt < s.o.max; attempt++ {
 		out, delay := classify(err)
-		if !s.m.retryable(out, s.last != nil) {
+		if !mo.retryable(out, s.last != nil) {
 			return err
 		}
 		if stop, ctxErr := s.o.pause(s.ctx, attempt, delay); stop {
@@ -127,7 +127,7 @@ func (s *serverStream) resume(m any, err error) error {
 		if s.o.onRetry != nil {
 			s.o.onRetry(s.ctx, attempt, err)
 		}
-		cs, openErr := s.reopen()
+		cs, openErr := s.reopen(mo.rewrite)
 		if openErr != nil {
 			err = openErr
 			continue
@@ -149,12 +149,12 @@ func (s *serverStream) resume(m any, err error) error {
 // reopen opens a new attempt of the stream and sends it what the caller
 // sent: the request, rewritten from the last message received when the
 // method has a WithResume function, and the end of the client's side.
-func (s *serverStream) reopen() (grpc.ClientStream, error) {
+func (s *serverStream) reopen(rewrite func(req, last any) (any, error)) (grpc.ClientStream, error) {
 	s.mu.Lock()
 	req, sent, closed := s.req, s.sent, s.closed
 	s.mu.Unlock()
-	if sent && s.last != nil && s.m.rewrite != nil {
-		r, err := s.m.rewrite(req, s.last)
+	if sent && s.last != nil && rewrite != nil {
+		r, err := rewrite(req, s.last)
 		if err != nil {
 			return nil, err
 		}
