@@ -41,9 +41,9 @@ func TestRollingRestartClients(t *testing.T) {
 	const (
 		restarts         = 6
 		propagationDelay = 300 * time.Millisecond
-		readinessDelay   = 500 * time.Millisecond
-		unaryCallers     = 3 // of each kind
-		watchers         = 2 // of each kind
+		readinessDelay   = time.Second // well above the propagation delay, for a loaded machine
+		unaryCallers     = 3           // of each kind
+		watchers         = 2           // of each kind
 	)
 	db := filepath.Join(t.TempDir(), "demo.db")
 	flags := []string{"-readiness-delay", readinessDelay.String()}
