@@ -65,7 +65,8 @@ type serverStream struct {
 	sent   bool              // SendMsg was called; guarded by mu
 	closed bool              // CloseSend was called; guarded by mu
 
-	last any // the last message received, nil before the first; RecvMsg's alone
+	last any   // the last message received, nil before the first; RecvMsg's alone
+	end  error // the error RecvMsg returned after its retries, returned again; RecvMsg's alone
 }
 
 func (s *serverStream) current() grpc.ClientStream {
@@ -95,6 +96,11 @@ func (s *serverStream) CloseSend() error {
 }
 
 func (s *serverStream) RecvMsg(m any) error {
+	if s.end != nil {
+		// The retries are spent: a caller that receives again gets the
+		// same error, as from a grpc stream, and no new attempts.
+		return s.end
+	}
 	// Only RecvMsg writes s.cs, so it reads it without the lock.
 	err := s.cs.RecvMsg(m)
 	if err == nil {
@@ -104,7 +110,8 @@ func (s *serverStream) RecvMsg(m any) error {
 	if errors.Is(err, io.EOF) {
 		return err
 	}
-	return s.resume(m, err)
+	s.end = s.resume(m, err)
+	return s.end
 }
 
 // resume opens the stream again after its attempt failed with err, as many

@@ -145,4 +145,11 @@ func TestResumeWithWrongTypes(t *testing.T) {
 	if s := status.Convert(err); s.Code() != codes.Internal || s.Message() != want {
 		t.Errorf("Recv() = %v, want code %v and message %q", err, codes.Internal, want)
 	}
+	runs := a.svc.count(watchMethod) + b.svc.count(watchMethod)
+	if _, again := stream.Recv(); again != err {
+		t.Errorf("Recv() again = %v, want the same error %v", again, err)
+	}
+	if n := a.svc.count(watchMethod) + b.svc.count(watchMethod); n != runs {
+		t.Errorf("Watch handlers run = %d after receiving again, want %d: no new attempt", n, runs)
+	}
 }
