@@ -19,8 +19,10 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	}
 	cs, err := streamer(ctx, desc, cc, fullMethod, opts...)
 	for attempt := uint(1); err != nil; attempt++ {
-		// Nothing was sent: the call is retried as a refused one would be
-		// only when the options allow a retry after the handler ran.
+		// The stream could not be created. Its error is judged as any
+		// other: grpc reports failed connections as codes.Unavailable
+		// without drainkit's mark, retried for idempotent and resumable
+		// methods only.
 		if attempt >= o.max {
 			return nil, err
 		}
