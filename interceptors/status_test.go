@@ -42,6 +42,16 @@ func (s *blockingService) StreamingOutputCall(_ *testgrpc.StreamingOutputCallReq
 	return stream.Context().Err()
 }
 
+// waitStarted waits for a handler to start.
+func (s *blockingService) waitStarted(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.started:
+	case <-time.After(statusTestTimeout):
+		t.Fatalf("no handler started after %v", statusTestTimeout)
+	}
+}
+
 // statusClient serves a blockingService tracked by tr over bufconn.
 func statusClient(t *testing.T, tr *interceptors.Tracker) (testgrpc.TestServiceClient, *blockingService) {
 	t.Helper()
@@ -75,14 +85,14 @@ func TestStatusDetails(t *testing.T) {
 		name string
 		// act makes one call and acts on tr so that the call fails; it
 		// returns the call's error.
-		act         func(ctx context.Context, tr *interceptors.Tracker, c testgrpc.TestServiceClient, svc *blockingService) error
+		act         func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, svc *blockingService) error
 		wantMsg     string
 		wantHandler string
 		wantRetry   bool
 	}{
 		{
 			name: "unary refused by Reject",
-			act: func(ctx context.Context, tr *interceptors.Tracker, c testgrpc.TestServiceClient, _ *blockingService) error {
+			act: func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, _ *blockingService) error {
 				tr.Reject(nil)
 				_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{})
 				return err
@@ -93,7 +103,7 @@ func TestStatusDetails(t *testing.T) {
 		},
 		{
 			name: "long-lived stream refused by RejectLongLived",
-			act: func(ctx context.Context, tr *interceptors.Tracker, c testgrpc.TestServiceClient, _ *blockingService) error {
+			act: func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, _ *blockingService) error {
 				tr.RejectLongLived(errCause)
 				s, err := c.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
 				if err != nil {
@@ -108,13 +118,13 @@ func TestStatusDetails(t *testing.T) {
 		},
 		{
 			name: "unary cancelled by CancelAll",
-			act: func(ctx context.Context, tr *interceptors.Tracker, c testgrpc.TestServiceClient, svc *blockingService) error {
+			act: func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, svc *blockingService) error {
 				errs := make(chan error, 1)
 				go func() {
 					_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{})
 					errs <- err
 				}()
-				<-svc.started
+				svc.waitStarted(t)
 				if n := tr.CancelAll(errCause); n != 1 {
 					t.Errorf("CancelAll() = %d, want 1", n)
 				}
@@ -125,12 +135,12 @@ func TestStatusDetails(t *testing.T) {
 		},
 		{
 			name: "long-lived stream cancelled by CancelLongLived",
-			act: func(ctx context.Context, tr *interceptors.Tracker, c testgrpc.TestServiceClient, svc *blockingService) error {
+			act: func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, svc *blockingService) error {
 				s, err := c.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
 				if err != nil {
 					return err
 				}
-				<-svc.started
+				svc.waitStarted(t)
 				if n := tr.CancelLongLived(nil); n != 1 {
 					t.Errorf("CancelLongLived() = %d, want 1", n)
 				}
@@ -146,7 +156,7 @@ func TestStatusDetails(t *testing.T) {
 			c, svc := statusClient(t, tr)
 			ctx, cancel := context.WithTimeout(context.Background(), statusTestTimeout)
 			defer cancel()
-			err := tc.act(ctx, tr, c, svc)
+			err := tc.act(ctx, t, tr, c, svc)
 
 			s := status.Convert(err)
 			if s.Code() != codes.Unavailable || s.Message() != tc.wantMsg {
