@@ -19,7 +19,10 @@
 //
 // A drainkit server (package interceptors, driven by package drain) tells
 // its clients what it did, in the details of its codes.Unavailable statuses
-// (see "Status details" in package interceptors):
+// (see "Status details" in package interceptors): a google.rpc.ErrorInfo
+// with reason "SHUTTING_DOWN", domain "github.com/drainkit/drainkit" and
+// metadata "handler" set to "not_run" or "cancelled", and, on refusals, a
+// google.rpc.RetryInfo. The client reads them so:
 //
 //   - Refused: the call was refused before its handler ran. It is retried,
 //     whatever the method: nothing ran, so nothing can run twice. The new
