@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
@@ -58,7 +59,11 @@ func TestComposition(t *testing.T) {
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp))),
 		grpc.WithChainUnaryInterceptor(logging.UnaryClientInterceptor(logger, logging.WithLogOnEvents(logging.FinishCall))),
 	}
-	opts = append(opts, client.DialOptions(client.WithOnRetryCallback(func(context.Context, uint, error) { drainkitRetries.Add(1) }))...)
+	opts = append(opts, client.DialOptions(
+		// go-grpc-middleware's backoff functions fit WithBackoff as they are.
+		client.WithBackoff(retry.BackoffExponentialWithJitter(time.Millisecond, 0.1)),
+		client.WithOnRetryCallback(func(context.Context, uint, error) { drainkitRetries.Add(1) }),
+	)...)
 	opts = append(opts, grpc.WithChainUnaryInterceptor(retry.UnaryClientInterceptor(
 		retry.WithMax(3),
 		retry.WithCodes(codes.ResourceExhausted),
