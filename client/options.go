@@ -102,11 +102,11 @@ func WithOnRetryCallback(f OnRetryCallback) Option {
 
 // WithIdempotent marks methods ("/package.Service/Method") that may run
 // twice with the same effect as once: they are retried also when a drain
-// cancelled them after their handler ran, and when the connection fails
-// with codes.Unavailable. Unary calls and server streams that have
-// received no message yet are retried; a server stream that has is
-// resumed only if it is resumable. The default is none. It panics if a
-// name is not a full method name.
+// cancelled them after their handler ran, and on any other
+// codes.Unavailable, such as a failed connection's. Unary calls and server
+// streams that have received no message yet are retried; a server stream
+// that has is resumed only if it is resumable. The default is none. It
+// panics if a name is not a full method name.
 func WithIdempotent(fullMethods ...string) Option {
 	for _, m := range fullMethods {
 		mustBeFullMethod("WithIdempotent", m)
