@@ -11,6 +11,9 @@
 //     with helpers for HTTP servers, clients and databases.
 //   - keepalive: server keepalive settings that agree with the drain.
 //   - tracing: OpenTelemetry spans and metrics for the server and its drain.
+//   - client: client interceptors that read what a draining server did,
+//     retry what is safe and resume server streams, and a registry that
+//     finds ClientConns left open.
 //
 // A server adds two lines to grpc.NewServer and serves through the Drainer:
 //

@@ -23,8 +23,6 @@ import (
 )
 
 const (
-	inputMethod = "/grpc.testing.TestService/StreamingInputCall"
-
 	// streamTimeout is the WithStreamTimeout the stalled-upload test lets
 	// fire; its client must hear of it well before stalledWithin.
 	streamTimeout = 100 * time.Millisecond
@@ -431,6 +429,7 @@ func TestReflectionIsLongLived(t *testing.T) {
 	if _, err := v1.Recv(); err != nil {
 		t.Fatalf("v1 Recv() = %v, want the list of services", err)
 	}
+	//lint:ignore SA1019 v1alpha is deprecated, but clients still use it, and a drain must end its streams too
 	if err := v1alpha.Send(&reflectionv1alpha.ServerReflectionRequest{MessageRequest: &reflectionv1alpha.ServerReflectionRequest_ListServices{}}); err != nil {
 		t.Fatalf("v1alpha Send() = %v", err)
 	}

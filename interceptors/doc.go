@@ -81,6 +81,25 @@
 // drain's forced stop. drainkit's tests fail loudly if a grpc-go upgrade
 // removes it.
 //
+// # Status details
+//
+// The statuses of a server shutting down carry, besides their code and
+// message, details in the manner of Google's API design guides (AIP-193
+// errors, AIP-194 retries), so that a client can tell what the server did.
+// Each has a google.rpc.ErrorInfo:
+//
+//	reason:   "SHUTTING_DOWN"                  (ReasonShuttingDown)
+//	domain:   "github.com/drainkit/drainkit"   (ErrorInfoDomain)
+//	metadata: {"handler": "not_run"}           (refused by Reject or RejectLongLived)
+//	          {"handler": "cancelled"}         (cancelled by CancelAll or CancelLongLived)
+//
+// A refusal, whose handler never ran, also carries a google.rpc.RetryInfo
+// with a retry_delay of 0: the call may be sent again at once, whatever the
+// method does, to another server or on a new connection. A cancelled call
+// carries no RetryInfo: its handler ran, and only the client knows whether
+// the method may run twice. Package client reads these details; other
+// clients find them with status.FromError(err).Details().
+//
 // # Deadlines
 //
 // WithDefaultTimeout gives unary calls that arrive without a deadline one;

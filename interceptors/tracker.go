@@ -127,12 +127,12 @@ func (t *Tracker) CancelLongLived(cause error) int {
 // RPCs are never counted in flight. A nil cause stands for ErrShuttingDown.
 // Calls already running are not affected. Only the first cause given is used.
 func (t *Tracker) Reject(cause error) {
-	t.rejectAll.CompareAndSwap(nil, unavailable(cause))
+	t.rejectAll.CompareAndSwap(nil, refusedError(cause))
 }
 
 // RejectLongLived is Reject restricted to long-lived streams.
 func (t *Tracker) RejectLongLived(cause error) {
-	t.rejectLong.CompareAndSwap(nil, unavailable(cause))
+	t.rejectLong.CompareAndSwap(nil, refusedError(cause))
 }
 
 func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
@@ -152,7 +152,7 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 		c.cause = cause
 		if c.ss != nil {
 			if st == nil {
-				st, _ = status.FromError(*unavailable(cause))
+				st = cancelledStatus(cause)
 			}
 			c.ss.cancel(st)
 			// Ended once the shard is unlocked: the record may be
@@ -178,20 +178,6 @@ func (t *Tracker) each(f func(*call)) {
 		}
 		s.mu.Unlock()
 	}
-}
-
-// unavailable returns the status error a client receives when its call is
-// refused or cancelled because the server is shutting down.
-func unavailable(cause error) *error {
-	msg := ErrShuttingDown.Error()
-	switch {
-	case errors.Is(cause, ErrShuttingDown):
-		msg = cause.Error()
-	case cause != nil:
-		msg += ": " + cause.Error()
-	}
-	err := status.Error(codes.Unavailable, msg)
-	return &err
 }
 
 // begin registers a call to method whose handler is about to run with ctx,
@@ -276,7 +262,7 @@ func (t *Tracker) end(c *call, err error) error {
 		// A long-lived stream never ends by itself: whatever its handler
 		// returns once cancelled, nil included, its client must hear that
 		// the server went away, not that the stream is complete.
-		err = *unavailable(cause)
+		err = cancelledStatus(cause).Err()
 	} else if err != nil && c.ctx.Err() != nil {
 		// cause is not compared with context.Cause: errors of some types
 		// cannot be compared with ==.
@@ -284,7 +270,7 @@ func (t *Tracker) end(c *call, err error) error {
 		case context.Cause(c.ctx) == ErrServerDeadline:
 			err = status.Error(codes.DeadlineExceeded, ErrServerDeadline.Error())
 		case cancelled:
-			err = *unavailable(cause)
+			err = cancelledStatus(cause).Err()
 		}
 	}
 	serveHTTP, parent := c.ServeHTTP, c.parent

@@ -14,6 +14,7 @@ import (
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	wrapperspb "google.golang.org/protobuf/types/known/wrapperspb"
 	reflect "reflect"
+	sync "sync"
 	unsafe "unsafe"
 )
 
@@ -24,45 +25,117 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// WatchRequest is the request of Watch.
+//
+// Watch took google.protobuf.Empty before: a WatchRequest with no field set
+// is encoded as Empty is, in zero bytes, so that old clients and new servers,
+// and new clients and old servers (which skip the unknown field), still
+// understand each other.
+type WatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// after resumes a Watch: the ticks sent are after + 100 ms, after + 200 ms
+	// and so on, each once its time has come, those already past at once.
+	// Unset, the ticks are the server's time every 100 ms from the start of
+	// the call. It must be within the last minute, or the call fails with
+	// INVALID_ARGUMENT.
+	After         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRequest) Reset() {
+	*x = WatchRequest{}
+	mi := &file_demo_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRequest) ProtoMessage() {}
+
+func (x *WatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_demo_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
+func (*WatchRequest) Descriptor() ([]byte, []int) {
+	return file_demo_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *WatchRequest) GetAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
 var File_demo_proto protoreflect.FileDescriptor
 
 const file_demo_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"demo.proto\x12\x10drainkit.demo.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto2\x94\x03\n" +
+	"demo.proto\x12\x10drainkit.demo.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"@\n" +
+	"\fWatchRequest\x120\n" +
+	"\x05after\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05after2\x9c\x03\n" +
 	"\x04Demo\x12B\n" +
 	"\x04Echo\x12\x1c.google.protobuf.StringValue\x1a\x1c.google.protobuf.StringValue\x12:\n" +
-	"\x05Sleep\x12\x19.google.protobuf.Duration\x1a\x16.google.protobuf.Empty\x12=\n" +
-	"\x05Watch\x12\x16.google.protobuf.Empty\x1a\x1a.google.protobuf.Timestamp0\x01\x12C\n" +
+	"\x05Sleep\x12\x19.google.protobuf.Duration\x1a\x16.google.protobuf.Empty\x12E\n" +
+	"\x05Watch\x12\x1e.drainkit.demo.v1.WatchRequest\x1a\x1a.google.protobuf.Timestamp0\x01\x12C\n" +
 	"\x06Append\x12\x1c.google.protobuf.StringValue\x1a\x1b.google.protobuf.Int64Value\x12@\n" +
 	"\x03Get\x12\x1b.google.protobuf.Int64Value\x1a\x1c.google.protobuf.StringValue\x12F\n" +
 	"\x04Chat\x12\x1c.google.protobuf.StringValue\x1a\x1c.google.protobuf.StringValue(\x010\x01B5Z3github.com/drainkit/drainkit/examples/demopb;demopbb\x06proto3"
 
+var (
+	file_demo_proto_rawDescOnce sync.Once
+	file_demo_proto_rawDescData []byte
+)
+
+func file_demo_proto_rawDescGZIP() []byte {
+	file_demo_proto_rawDescOnce.Do(func() {
+		file_demo_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_demo_proto_rawDesc), len(file_demo_proto_rawDesc)))
+	})
+	return file_demo_proto_rawDescData
+}
+
+var file_demo_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_demo_proto_goTypes = []any{
-	(*wrapperspb.StringValue)(nil), // 0: google.protobuf.StringValue
-	(*durationpb.Duration)(nil),    // 1: google.protobuf.Duration
-	(*emptypb.Empty)(nil),          // 2: google.protobuf.Empty
-	(*wrapperspb.Int64Value)(nil),  // 3: google.protobuf.Int64Value
-	(*timestamppb.Timestamp)(nil),  // 4: google.protobuf.Timestamp
+	(*WatchRequest)(nil),           // 0: drainkit.demo.v1.WatchRequest
+	(*timestamppb.Timestamp)(nil),  // 1: google.protobuf.Timestamp
+	(*wrapperspb.StringValue)(nil), // 2: google.protobuf.StringValue
+	(*durationpb.Duration)(nil),    // 3: google.protobuf.Duration
+	(*wrapperspb.Int64Value)(nil),  // 4: google.protobuf.Int64Value
+	(*emptypb.Empty)(nil),          // 5: google.protobuf.Empty
 }
 var file_demo_proto_depIdxs = []int32{
-	0, // 0: drainkit.demo.v1.Demo.Echo:input_type -> google.protobuf.StringValue
-	1, // 1: drainkit.demo.v1.Demo.Sleep:input_type -> google.protobuf.Duration
-	2, // 2: drainkit.demo.v1.Demo.Watch:input_type -> google.protobuf.Empty
-	0, // 3: drainkit.demo.v1.Demo.Append:input_type -> google.protobuf.StringValue
-	3, // 4: drainkit.demo.v1.Demo.Get:input_type -> google.protobuf.Int64Value
-	0, // 5: drainkit.demo.v1.Demo.Chat:input_type -> google.protobuf.StringValue
-	0, // 6: drainkit.demo.v1.Demo.Echo:output_type -> google.protobuf.StringValue
-	2, // 7: drainkit.demo.v1.Demo.Sleep:output_type -> google.protobuf.Empty
-	4, // 8: drainkit.demo.v1.Demo.Watch:output_type -> google.protobuf.Timestamp
-	3, // 9: drainkit.demo.v1.Demo.Append:output_type -> google.protobuf.Int64Value
-	0, // 10: drainkit.demo.v1.Demo.Get:output_type -> google.protobuf.StringValue
-	0, // 11: drainkit.demo.v1.Demo.Chat:output_type -> google.protobuf.StringValue
-	6, // [6:12] is the sub-list for method output_type
-	0, // [0:6] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	1, // 0: drainkit.demo.v1.WatchRequest.after:type_name -> google.protobuf.Timestamp
+	2, // 1: drainkit.demo.v1.Demo.Echo:input_type -> google.protobuf.StringValue
+	3, // 2: drainkit.demo.v1.Demo.Sleep:input_type -> google.protobuf.Duration
+	0, // 3: drainkit.demo.v1.Demo.Watch:input_type -> drainkit.demo.v1.WatchRequest
+	2, // 4: drainkit.demo.v1.Demo.Append:input_type -> google.protobuf.StringValue
+	4, // 5: drainkit.demo.v1.Demo.Get:input_type -> google.protobuf.Int64Value
+	2, // 6: drainkit.demo.v1.Demo.Chat:input_type -> google.protobuf.StringValue
+	2, // 7: drainkit.demo.v1.Demo.Echo:output_type -> google.protobuf.StringValue
+	5, // 8: drainkit.demo.v1.Demo.Sleep:output_type -> google.protobuf.Empty
+	1, // 9: drainkit.demo.v1.Demo.Watch:output_type -> google.protobuf.Timestamp
+	4, // 10: drainkit.demo.v1.Demo.Append:output_type -> google.protobuf.Int64Value
+	2, // 11: drainkit.demo.v1.Demo.Get:output_type -> google.protobuf.StringValue
+	2, // 12: drainkit.demo.v1.Demo.Chat:output_type -> google.protobuf.StringValue
+	7, // [7:13] is the sub-list for method output_type
+	1, // [1:7] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_demo_proto_init() }
@@ -76,12 +149,13 @@ func file_demo_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_demo_proto_rawDesc), len(file_demo_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   0,
+			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_demo_proto_goTypes,
 		DependencyIndexes: file_demo_proto_depIdxs,
+		MessageInfos:      file_demo_proto_msgTypes,
 	}.Build()
 	File_demo_proto = out.File
 	file_demo_proto_goTypes = nil

@@ -45,8 +45,10 @@ type DemoClient interface {
 	// unless the server runs with -stubborn.
 	Sleep(ctx context.Context, in *durationpb.Duration, opts ...grpc.CallOption) (*emptypb.Empty, error)
 	// Watch sends the time every 100 ms until the stream ends. It is
-	// long-lived: a drain cancels it first.
-	Watch(ctx context.Context, in *emptypb.Empty, opts ...grpc.CallOption) (grpc.ServerStreamingClient[timestamppb.Timestamp], error)
+	// long-lived: a drain cancels it first. A Watch resumed with
+	// WatchRequest.after sends the ticks that follow it, so that a client that
+	// reopens its Watch on another server misses none and gets none twice.
+	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[timestamppb.Timestamp], error)
 	// Append stores a value and returns its id once the value is committed.
 	Append(ctx context.Context, in *wrapperspb.StringValue, opts ...grpc.CallOption) (*wrapperspb.Int64Value, error)
 	// Get returns the value stored under an id, or NOT_FOUND.
@@ -85,13 +87,13 @@ func (c *demoClient) Sleep(ctx context.Context, in *durationpb.Duration, opts ..
 	return out, nil
 }
 
-func (c *demoClient) Watch(ctx context.Context, in *emptypb.Empty, opts ...grpc.CallOption) (grpc.ServerStreamingClient[timestamppb.Timestamp], error) {
+func (c *demoClient) Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[timestamppb.Timestamp], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &Demo_ServiceDesc.Streams[0], Demo_Watch_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[emptypb.Empty, timestamppb.Timestamp]{ClientStream: stream}
+	x := &grpc.GenericClientStream[WatchRequest, timestamppb.Timestamp]{ClientStream: stream}
 	if err := x.ClientStream.SendMsg(in); err != nil {
 		return nil, err
 	}
@@ -151,8 +153,10 @@ type DemoServer interface {
 	// unless the server runs with -stubborn.
 	Sleep(context.Context, *durationpb.Duration) (*emptypb.Empty, error)
 	// Watch sends the time every 100 ms until the stream ends. It is
-	// long-lived: a drain cancels it first.
-	Watch(*emptypb.Empty, grpc.ServerStreamingServer[timestamppb.Timestamp]) error
+	// long-lived: a drain cancels it first. A Watch resumed with
+	// WatchRequest.after sends the ticks that follow it, so that a client that
+	// reopens its Watch on another server misses none and gets none twice.
+	Watch(*WatchRequest, grpc.ServerStreamingServer[timestamppb.Timestamp]) error
 	// Append stores a value and returns its id once the value is committed.
 	Append(context.Context, *wrapperspb.StringValue) (*wrapperspb.Int64Value, error)
 	// Get returns the value stored under an id, or NOT_FOUND.
@@ -177,7 +181,7 @@ func (UnimplementedDemoServer) Echo(context.Context, *wrapperspb.StringValue) (*
 func (UnimplementedDemoServer) Sleep(context.Context, *durationpb.Duration) (*emptypb.Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method Sleep not implemented")
 }
-func (UnimplementedDemoServer) Watch(*emptypb.Empty, grpc.ServerStreamingServer[timestamppb.Timestamp]) error {
+func (UnimplementedDemoServer) Watch(*WatchRequest, grpc.ServerStreamingServer[timestamppb.Timestamp]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
 }
 func (UnimplementedDemoServer) Append(context.Context, *wrapperspb.StringValue) (*wrapperspb.Int64Value, error) {
@@ -247,11 +251,11 @@ func _Demo_Sleep_Handler(srv interface{}, ctx context.Context, dec func(interfac
 }
 
 func _Demo_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(emptypb.Empty)
+	m := new(WatchRequest)
 	if err := stream.RecvMsg(m); err != nil {
 		return err
 	}
-	return srv.(DemoServer).Watch(m, &grpc.GenericServerStream[emptypb.Empty, timestamppb.Timestamp]{ServerStream: stream})
+	return srv.(DemoServer).Watch(m, &grpc.GenericServerStream[WatchRequest, timestamppb.Timestamp]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.

@@ -18,7 +18,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/drainkit/drainkit/examples/demopb"
@@ -64,7 +63,7 @@ func TestWatchStreamsEnd(t *testing.T) {
 	for range conns {
 		_, c := dial(t, s.addr)
 		for range streamsPerConn {
-			stream, err := c.Watch(ctx, &emptypb.Empty{})
+			stream, err := c.Watch(ctx, &demopb.WatchRequest{})
 			if err != nil {
 				t.Fatalf("Watch() = %v", err)
 			}

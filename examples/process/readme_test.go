@@ -21,7 +21,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/drainkit/drainkit/examples/demopb"
 )
 
 // readmePath is README.md, from the directory of this package.
@@ -58,7 +59,7 @@ func testREADMECleanDrain(t *testing.T, readme *readmeText) {
 	// The calls end with the drain, well before their deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), readinessDelay+defaultTestTimeout)
 	t.Cleanup(cancel)
-	watch, err := c.Watch(ctx, &emptypb.Empty{})
+	watch, err := c.Watch(ctx, &demopb.WatchRequest{})
 	if err != nil {
 		t.Fatalf("Watch() = %v", err)
 	}

@@ -36,7 +36,9 @@
 // 2 when its flags are wrong.
 //
 // The Demo service: Echo returns its input; Sleep waits for the duration it
-// is given; Watch sends the time every 100 ms until the stream ends, and is
+// is given; Watch sends the time every 100 ms until the stream ends, or,
+// given WatchRequest.after, the ticks that follow it, so that a client
+// resumes it on another server with no tick lost or repeated; it is
 // long-lived, so a drain cancels it first; Append stores a value and returns
 // its id once the value is on disk; Get returns a stored value, or
 // NOT_FOUND. A write that fails is INTERNAL and a bad argument

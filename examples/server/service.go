@@ -13,16 +13,12 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"modernc.org/sqlite" // also registers the "sqlite" driver
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/drainkit/drainkit/examples/demopb"
 )
-
-// watchInterval is the time between two messages of Watch.
-const watchInterval = 100 * time.Millisecond
 
 // demoService implements drainkit.demo.v1.Demo.
 type demoService struct {
@@ -57,22 +53,6 @@ func (s *demoService) Sleep(ctx context.Context, in *durationpb.Duration) (*empt
 		return &emptypb.Empty{}, nil
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
-	}
-}
-
-func (s *demoService) Watch(_ *emptypb.Empty, stream grpc.ServerStreamingServer[timestamppb.Timestamp]) error {
-	ctx := stream.Context()
-	tick := time.NewTicker(watchInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
-		case now := <-tick.C:
-			if err := stream.Send(timestamppb.New(now)); err != nil {
-				return err
-			}
-		}
 	}
 }
 

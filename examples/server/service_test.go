@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/drainkit/drainkit/examples/demopb"
@@ -128,7 +127,7 @@ func TestWatch(t *testing.T) {
 	c := newClient(t, &demoService{})
 	ctx, cancel := context.WithCancel(testContext(t))
 	defer cancel()
-	stream, err := c.Watch(ctx, &emptypb.Empty{})
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{})
 	if err != nil {
 		t.Fatalf("Watch() = %v", err)
 	}

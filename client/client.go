@@ -1,0 +1,94 @@
+package client
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+)
+
+// DialOptions returns the options that make a client ride through server
+// drains: a unary and a stream interceptor, chained with
+// grpc.WithChainUnaryInterceptor and grpc.WithChainStreamInterceptor so
+// that they keep the interceptors given before and after them. Give them to
+// grpc.NewClient or NewClient. They set no service config, so that the
+// client's own (a round_robin policy, a retry policy) stays in force. It
+// panics, naming the option, if an option is misused.
+func DialOptions(opts ...Option) []grpc.DialOption {
+	o := evaluateOptions(opts)
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(o.unary),
+		grpc.WithChainStreamInterceptor(o.stream),
+	}
+}
+
+// retryable reports whether an attempt that failed with outcome o may be
+// made again, given what the options say of its method and whether the
+// caller has received a message of the call.
+func (m method) retryable(o outcome, received bool) bool {
+	switch o {
+	case refused:
+		// No handler ran: safe for any call that has nothing to replay.
+		return !received || m.resumable
+	case cancelled, unavailable:
+		if received {
+			return m.resumable
+		}
+		return m.idempotent || m.resumable
+	}
+	return false
+}
+
+// unary is the unary client interceptor.
+func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	err := invoker(ctx, fullMethod, req, reply, cc, opts...)
+	if err == nil {
+		return nil
+	}
+	m := o.methods[fullMethod]
+	for attempt := uint(1); attempt < o.max; attempt++ {
+		out, delay := classify(err)
+		if !m.retryable(out, false) {
+			return err
+		}
+		if stop, ctxErr := o.pause(ctx, attempt, delay); stop {
+			if ctxErr != nil {
+				return ctxErr
+			}
+			return err
+		}
+		if o.onRetry != nil {
+			o.onRetry(ctx, attempt, err)
+		}
+		if err = invoker(ctx, fullMethod, req, reply, cc, opts...); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
+// pause waits before the given retry, for the longer of the backoff and
+// delay. It returns stop true if the retry must not be made: with the
+// status of ctx's error if ctx ended during the wait, with nil if the
+// wait would outlast ctx's deadline, in which case it does not wait.
+func (o *options) pause(ctx context.Context, attempt uint, delay time.Duration) (stop bool, err error) {
+	d := max(o.backoff(ctx, attempt), delay)
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) <= d {
+		return true, nil
+	}
+	if d <= 0 {
+		if err := ctx.Err(); err != nil {
+			return true, status.FromContextError(err).Err()
+		}
+		return false, nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return false, nil
+	case <-ctx.Done():
+		return true, status.FromContextError(ctx.Err()).Err()
+	}
+}

@@ -1,0 +1,133 @@
+// Package client is the client half of drainkit: interceptors with which a
+// gRPC client rides through the drains of its servers without its callers
+// noticing, and a registry of ClientConns that finds those left open.
+//
+// Give DialOptions to grpc.NewClient (or to NewClient):
+//
+//	opts := append([]grpc.DialOption{
+//		grpc.WithTransportCredentials(creds),
+//		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
+//	}, client.DialOptions(
+//		client.WithIdempotent(pb.Store_Get_FullMethodName),
+//		client.WithResume(pb.Store_Watch_FullMethodName, func(req *pb.WatchRequest, last *pb.Event) *pb.WatchRequest {
+//			return &pb.WatchRequest{Since: last.GetRevision()}
+//		}),
+//	)...)
+//	cc, err := client.NewClient(target, opts...)
+//
+// # What is retried
+//
+// A drainkit server (package interceptors, driven by package drain) tells
+// its clients what it did, in the details of its codes.Unavailable statuses
+// (see "Status details" in package interceptors): a google.rpc.ErrorInfo
+// with reason "SHUTTING_DOWN", domain "github.com/drainkit/drainkit" and
+// metadata "handler" set to "not_run" or "cancelled", and, on refusals, a
+// google.rpc.RetryInfo. The client reads them so:
+//
+//   - Refused: the call was refused before its handler ran. It is retried,
+//     whatever the method: nothing ran, so nothing can run twice. The new
+//     attempt goes wherever the balancer sends it, another server or a new
+//     connection.
+//   - Cancelled: the handler ran and the drain cancelled it. The call is
+//     retried only if its method is idempotent (WithIdempotent); otherwise
+//     the caller gets the codes.Unavailable status, and IsDraining(err)
+//     tells it why.
+//
+// codes.Unavailable without that mark, such as a connection that failed
+// halfway through a call, is treated as a cancellation: retried for
+// idempotent methods only. Calls that no server saw, such as those sent
+// on a connection as its server's GOAWAY arrived, are retried by grpc
+// itself ("transparent retry"), whatever the method. Other codes are never
+// retried.
+//
+// Attempts are bounded (WithMax, DefaultMax by default), the first
+// included. Before each retry the client waits for the backoff (WithBackoff:
+// exponential with jitter by default) or the delay of the server's
+// google.rpc.RetryInfo, whichever is longer; it gives up, with the error of
+// the last attempt, when the wait would outlast the call's deadline, and
+// with the context's status when the call's context ends meanwhile.
+//
+// # Streams
+//
+// A server stream is retried as a unary call is, as long as the caller has
+// received none of its messages. One of a resumable method (WithResumable,
+// WithResume) goes further: when it ends with the drain's codes.Unavailable
+// or its connection fails, it is opened again and goes on delivering
+// messages on the same grpc.ClientStream, so the caller sees one stream.
+// WithResume rewrites the request of the new stream from the last message
+// received, a cursor or a "since", so that with a server that supports it
+// nothing is lost or repeated; without it the same request is sent again.
+// Attempts are counted afresh after each message received. Header and
+// Trailer are those of the current attempt.
+//
+// Client and bidi streams are never retried or resumed: what they sent is
+// gone. Their callers test IsDraining and open them again.
+//
+// # Why not go-grpc-middleware's retry
+//
+// go-grpc-middleware's retry package retries by status code: with
+// codes.Unavailable among its codes, it retries a non-idempotent call that a
+// drain cut after its handler ran, which may then run twice; without it, it
+// does not retry the calls a draining server refused, which are always safe.
+// grpc's own retry policy, in the service config, has the same limit, and is
+// set per service, often not at all. This package reads what the server
+// did from the status details, so it can retry every refused call and no
+// cut one of a method not known to be idempotent. Its options and backoff
+// follow the retry package's names (WithMax, WithBackoff,
+// WithOnRetryCallback), and its backoff functions can be given to
+// WithBackoff as they are.
+//
+// # Order with other client interceptors
+//
+// grpc.WithChainUnaryInterceptor and grpc.WithChainStreamInterceptor chain
+// in the order of the dial options, the first outermost. Put:
+//
+//  1. interceptors that should see a call once, with its final outcome,
+//     such as go-grpc-middleware's logging, before DialOptions;
+//  2. DialOptions;
+//  3. interceptors that should see every attempt after it, such as a
+//     go-grpc-middleware retry for other codes (give it retry.WithCodes
+//     without codes.Unavailable, or it undoes what this package keeps from
+//     running twice).
+//
+// otelgrpc's client stats handler (grpc.WithStatsHandler) is not an
+// interceptor: grpc calls it for each attempt, so each retry is a span of its
+// own, a sibling of the first attempt's under the caller's span.
+//
+//	opts := []grpc.DialOption{
+//		grpc.WithStatsHandler(otelgrpc.NewClientHandler()),
+//		grpc.WithChainUnaryInterceptor(logging.UnaryClientInterceptor(logger)),
+//		grpc.WithChainStreamInterceptor(logging.StreamClientInterceptor(logger)),
+//	}
+//	opts = append(opts, client.DialOptions(client.WithIdempotent(pb.Store_Get_FullMethodName))...)
+//	opts = append(opts,
+//		grpc.WithChainUnaryInterceptor(retry.UnaryClientInterceptor(retry.WithMax(3), retry.WithCodes(codes.ResourceExhausted))),
+//	)
+//	cc, err := grpc.NewClient(target, opts...)
+//
+// TestComposition in this package runs that chain.
+//
+// # Leaks
+//
+// A ClientConn that is never closed keeps its connections and goroutines.
+// NewClient is grpc.NewClient plus a registry: Open lists the ClientConns it
+// made that are still open, with where each was made; VerifyNone fails a
+// test that leaves one open, in the manner of goleak; StopHook, a
+// stophook.Hook, closes those still open when a server has drained, and
+// reports them.
+//
+// A ClientConn left open is not found by the garbage collector: an open
+// ClientConn is reachable from its own goroutines for as long as it is
+// connected or waits out its idle timeout (30 minutes by default). Once
+// idle it may be collected, but grpc tells nobody whether it was closed
+// first, so a report at collection could not tell a leak from a conn closed
+// and dropped. The registry therefore holds its conns weakly, forgets those
+// collected (runtime.AddCleanup), and finds leaks while the conns are still
+// there: in Open, VerifyNone and StopHook.
+//
+// # Cost
+//
+// On a call that succeeds, the unary interceptor allocates nothing and the
+// stream interceptor allocates the wrapper of a server stream; client and
+// bidi streams pass through. BENCHMARKS.md gives the figures.
+package client

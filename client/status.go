@@ -1,0 +1,74 @@
+package client
+
+import (
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/drainkit/drainkit/interceptors"
+)
+
+// An outcome says what the status of a failed attempt tells of the server.
+type outcome uint8
+
+const (
+	// other: not codes.Unavailable; never retried.
+	other outcome = iota
+	// refused: a server shutting down refused the call before its
+	// handler ran; always retried.
+	refused
+	// cancelled: a server shutting down cancelled the call's handler;
+	// retried only for idempotent methods, resumed for resumable streams.
+	cancelled
+	// unavailable: codes.Unavailable without drainkit's mark, such as a
+	// connection that failed; as cancelled.
+	unavailable
+)
+
+// classify reads the status of err. For a refusal, it also returns the
+// delay of its google.rpc.RetryInfo, 0 if none.
+func classify(err error) (outcome, time.Duration) {
+	s, ok := status.FromError(err)
+	if !ok || s.Code() != codes.Unavailable {
+		return other, 0
+	}
+	o, delay := unavailable, time.Duration(0)
+	for _, a := range s.Proto().GetDetails() {
+		switch {
+		case a.MessageIs((*errdetails.ErrorInfo)(nil)):
+			var info errdetails.ErrorInfo
+			if a.UnmarshalTo(&info) != nil || info.GetDomain() != interceptors.ErrorInfoDomain || info.GetReason() != interceptors.ReasonShuttingDown {
+				continue
+			}
+			// Anything but a refusal may have run its handler.
+			o = cancelled
+			if info.GetMetadata()[interceptors.MetadataHandler] == interceptors.HandlerNotRun {
+				o = refused
+			}
+		case a.MessageIs((*errdetails.RetryInfo)(nil)):
+			var info errdetails.RetryInfo
+			if a.UnmarshalTo(&info) == nil && info.GetRetryDelay().IsValid() {
+				delay = max(info.GetRetryDelay().AsDuration(), 0)
+			}
+		}
+	}
+	return o, delay
+}
+
+// IsDraining reports whether err is a status sent by a server that is
+// shutting down with drainkit: a call refused before its handler ran, or
+// cancelled while it ran (codes.Unavailable with the google.rpc.ErrorInfo
+// described in the package documentation). It is false for nil, for other
+// codes.Unavailable errors, such as a connection that failed, and for every
+// other code. The caller of a call that was not retried, or of a bidi or
+// client stream, can take it to mean: open it again, the next server will
+// take it.
+func IsDraining(err error) bool {
+	if err == nil {
+		return false
+	}
+	o, _ := classify(err)
+	return o == refused || o == cancelled
+}

@@ -1,0 +1,192 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// stream is the stream client interceptor. Server streams get a
+// serverStream, which opens them again when the options allow; client and
+// bidi streams pass through untouched: what they sent is gone.
+func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, fullMethod string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	if desc.ClientStreams || !desc.ServerStreams {
+		return streamer(ctx, desc, cc, fullMethod, opts...)
+	}
+	cs, err := streamer(ctx, desc, cc, fullMethod, opts...)
+	for attempt := uint(1); err != nil; attempt++ {
+		// The stream could not be created. Its error is judged as any
+		// other: grpc reports failed connections as codes.Unavailable
+		// without drainkit's mark, retried for idempotent and resumable
+		// methods only.
+		if attempt >= o.max {
+			return nil, err
+		}
+		out, delay := classify(err)
+		if !o.methods[fullMethod].retryable(out, false) {
+			return nil, err
+		}
+		if stop, ctxErr := o.pause(ctx, attempt, delay); stop {
+			if ctxErr != nil {
+				return nil, ctxErr
+			}
+			return nil, err
+		}
+		if o.onRetry != nil {
+			o.onRetry(ctx, attempt, err)
+		}
+		cs, err = streamer(ctx, desc, cc, fullMethod, opts...)
+	}
+	return &serverStream{o: o, ctx: ctx, desc: desc, cc: cc, method: fullMethod, streamer: streamer, opts: opts, cs: cs}, nil
+}
+
+// A serverStream is the client side of a server stream that is opened
+// again, on a new attempt, when it fails in a way the options allow to
+// retry: refused by a draining server before any message, cut by a drain or
+// a failed connection. The caller sees one stream.
+//
+// grpc.ClientStream allows RecvMsg on one goroutine while SendMsg,
+// CloseSend, Header, Trailer and Context run on others. Only RecvMsg
+// replaces cs, under mu; the others read it under mu.
+type serverStream struct {
+	o        *options
+	ctx      context.Context // the caller's
+	desc     *grpc.StreamDesc
+	cc       *grpc.ClientConn
+	method   string
+	streamer grpc.Streamer
+	opts     []grpc.CallOption
+
+	mu     sync.Mutex
+	cs     grpc.ClientStream // the current attempt; written under mu, by RecvMsg only
+	req    any               // the request of the current attempt; guarded by mu
+	sent   bool              // SendMsg was called; guarded by mu
+	closed bool              // CloseSend was called; guarded by mu
+
+	last any   // the last message received, nil before the first; RecvMsg's alone
+	end  error // the error RecvMsg returned after its retries, returned again; RecvMsg's alone
+}
+
+func (s *serverStream) current() grpc.ClientStream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cs
+}
+
+func (s *serverStream) Header() (metadata.MD, error) { return s.current().Header() }
+func (s *serverStream) Trailer() metadata.MD         { return s.current().Trailer() }
+func (s *serverStream) Context() context.Context     { return s.current().Context() }
+
+func (s *serverStream) SendMsg(m any) error {
+	s.mu.Lock()
+	s.req, s.sent = m, true
+	cs := s.cs
+	s.mu.Unlock()
+	return cs.SendMsg(m)
+}
+
+func (s *serverStream) CloseSend() error {
+	s.mu.Lock()
+	s.closed = true
+	cs := s.cs
+	s.mu.Unlock()
+	return cs.CloseSend()
+}
+
+func (s *serverStream) RecvMsg(m any) error {
+	if s.end != nil {
+		// The retries are spent: a caller that receives again gets the
+		// same error, as from a grpc stream, and no new attempts.
+		return s.end
+	}
+	// Only RecvMsg writes s.cs, so it reads it without the lock.
+	err := s.cs.RecvMsg(m)
+	if err == nil {
+		s.last = m
+		return nil
+	}
+	if errors.Is(err, io.EOF) {
+		return err
+	}
+	s.end = s.resume(m, err)
+	return s.end
+}
+
+// resume opens the stream again after its attempt failed with err, as many
+// times as the options allow, and receives m from the new attempt.
+func (s *serverStream) resume(m any, err error) error {
+	// The options of the method are looked up only now: a stream that
+	// never fails does not pay for it.
+	mo := s.o.methods[s.method]
+	for attempt := uint(1); attempt < s.o.max; attempt++ {
+		out, delay := classify(err)
+		if !mo.retryable(out, s.last != nil) {
+			return err
+		}
+		if stop, ctxErr := s.o.pause(s.ctx, attempt, delay); stop {
+			if ctxErr != nil {
+				return ctxErr
+			}
+			return err
+		}
+		if s.o.onRetry != nil {
+			s.o.onRetry(s.ctx, attempt, err)
+		}
+		cs, openErr := s.reopen(mo.rewrite)
+		if openErr != nil {
+			err = openErr
+			continue
+		}
+		s.mu.Lock()
+		s.cs = cs
+		s.mu.Unlock()
+		if err = cs.RecvMsg(m); err == nil {
+			s.last = m
+			return nil
+		}
+		if errors.Is(err, io.EOF) {
+			return err
+		}
+	}
+	return err
+}
+
+// reopen opens a new attempt of the stream and sends it what the caller
+// sent: the request, rewritten from the last message received when the
+// method has a WithResume function, and the end of the client's side.
+func (s *serverStream) reopen(rewrite func(req, last any) (any, error)) (grpc.ClientStream, error) {
+	s.mu.Lock()
+	req, sent, closed := s.req, s.sent, s.closed
+	s.mu.Unlock()
+	if sent && s.last != nil && rewrite != nil {
+		r, err := rewrite(req, s.last)
+		if err != nil {
+			return nil, err
+		}
+		req = r
+		s.mu.Lock()
+		s.req = r
+		s.mu.Unlock()
+	}
+	cs, err := s.streamer(s.ctx, s.desc, s.cc, s.method, s.opts...)
+	if err != nil {
+		return nil, err
+	}
+	// io.EOF from SendMsg means the stream has ended already: RecvMsg
+	// returns its status.
+	if sent {
+		if err := cs.SendMsg(req); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+	}
+	if closed {
+		if err := cs.CloseSend(); err != nil {
+			return nil, err
+		}
+	}
+	return cs, nil
+}

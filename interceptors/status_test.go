@@ -1,0 +1,196 @@
+package interceptors_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/drainkit/drainkit/interceptors"
+)
+
+// statusTestTimeout bounds every wait of the status tests.
+const statusTestTimeout = 10 * time.Second
+
+const outputCallMethod = "/grpc.testing.TestService/StreamingOutputCall"
+
+// blockingService blocks every call until its context ends, after telling
+// started, and returns the context's error, as handlers commonly do.
+type blockingService struct {
+	testgrpc.UnimplementedTestServiceServer
+	started chan struct{}
+}
+
+func (s *blockingService) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	s.started <- struct{}{}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (s *blockingService) StreamingOutputCall(_ *testgrpc.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
+	s.started <- struct{}{}
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
+// waitStarted waits for a handler to start.
+func (s *blockingService) waitStarted(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.started:
+	case <-time.After(statusTestTimeout):
+		t.Fatalf("no handler started after %v", statusTestTimeout)
+	}
+}
+
+// statusClient serves a blockingService tracked by tr over bufconn.
+func statusClient(t *testing.T, tr *interceptors.Tracker) (testgrpc.TestServiceClient, *blockingService) {
+	t.Helper()
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(tr.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(tr.StreamServerInterceptor()))
+	svc := &blockingService{started: make(chan struct{}, 1)}
+	testgrpc.RegisterTestServiceServer(srv, svc)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	cc, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("grpc.NewClient() = %v", err)
+	}
+	t.Cleanup(func() {
+		cc.Close()
+		srv.Stop()
+		<-served
+	})
+	return testgrpc.NewTestServiceClient(cc), svc
+}
+
+// TestStatusDetails checks the wire format of the statuses of a server
+// shutting down, as a client receives them.
+func TestStatusDetails(t *testing.T) {
+	errCause := errors.New("maintenance")
+	for _, tc := range []struct {
+		name string
+		// act makes one call and acts on tr so that the call fails; it
+		// returns the call's error.
+		act         func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, svc *blockingService) error
+		wantMsg     string
+		wantHandler string
+		wantRetry   bool
+	}{
+		{
+			name: "unary refused by Reject",
+			act: func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, _ *blockingService) error {
+				tr.Reject(nil)
+				_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+				return err
+			},
+			wantMsg:     "drainkit: server is shutting down",
+			wantHandler: interceptors.HandlerNotRun,
+			wantRetry:   true,
+		},
+		{
+			name: "long-lived stream refused by RejectLongLived",
+			act: func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, _ *blockingService) error {
+				tr.RejectLongLived(errCause)
+				s, err := c.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+				if err != nil {
+					return err
+				}
+				_, err = s.Recv()
+				return err
+			},
+			wantMsg:     "drainkit: server is shutting down: maintenance",
+			wantHandler: interceptors.HandlerNotRun,
+			wantRetry:   true,
+		},
+		{
+			name: "unary cancelled by CancelAll",
+			act: func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, svc *blockingService) error {
+				errs := make(chan error, 1)
+				go func() {
+					_, err := c.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+					errs <- err
+				}()
+				svc.waitStarted(t)
+				if n := tr.CancelAll(errCause); n != 1 {
+					t.Errorf("CancelAll() = %d, want 1", n)
+				}
+				return <-errs
+			},
+			wantMsg:     "drainkit: server is shutting down: maintenance",
+			wantHandler: interceptors.HandlerCancelled,
+		},
+		{
+			name: "long-lived stream cancelled by CancelLongLived",
+			act: func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, svc *blockingService) error {
+				s, err := c.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+				if err != nil {
+					return err
+				}
+				svc.waitStarted(t)
+				if n := tr.CancelLongLived(nil); n != 1 {
+					t.Errorf("CancelLongLived() = %d, want 1", n)
+				}
+				_, err = s.Recv()
+				return err
+			},
+			wantMsg:     "drainkit: server is shutting down",
+			wantHandler: interceptors.HandlerCancelled,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := interceptors.NewTracker(interceptors.WithLongLived(outputCallMethod))
+			c, svc := statusClient(t, tr)
+			ctx, cancel := context.WithTimeout(context.Background(), statusTestTimeout)
+			defer cancel()
+			err := tc.act(ctx, t, tr, c, svc)
+
+			s := status.Convert(err)
+			if s.Code() != codes.Unavailable || s.Message() != tc.wantMsg {
+				t.Fatalf("error = %v, want code %v and message %q", err, codes.Unavailable, tc.wantMsg)
+			}
+			var info *errdetails.ErrorInfo
+			var retry *errdetails.RetryInfo
+			for _, d := range s.Details() {
+				switch d := d.(type) {
+				case *errdetails.ErrorInfo:
+					info = d
+				case *errdetails.RetryInfo:
+					retry = d
+				default:
+					t.Errorf("unexpected detail %T %v", d, d)
+				}
+			}
+			if info == nil {
+				t.Fatalf("no ErrorInfo in the details of %v", err)
+			}
+			if info.GetReason() != interceptors.ReasonShuttingDown || info.GetDomain() != interceptors.ErrorInfoDomain {
+				t.Errorf("ErrorInfo reason, domain = %q, %q, want %q, %q", info.GetReason(), info.GetDomain(), interceptors.ReasonShuttingDown, interceptors.ErrorInfoDomain)
+			}
+			if got := info.GetMetadata()[interceptors.MetadataHandler]; got != tc.wantHandler || len(info.GetMetadata()) != 1 {
+				t.Errorf("ErrorInfo metadata = %v, want only %s=%s", info.GetMetadata(), interceptors.MetadataHandler, tc.wantHandler)
+			}
+			switch {
+			case tc.wantRetry && retry == nil:
+				t.Errorf("no RetryInfo in the details of %v", err)
+			case tc.wantRetry && retry.GetRetryDelay().AsDuration() != 0:
+				t.Errorf("RetryInfo delay = %v, want 0", retry.GetRetryDelay().AsDuration())
+			case !tc.wantRetry && retry != nil:
+				t.Errorf("RetryInfo %v in the details of a cancelled call, want none", retry)
+			}
+		})
+	}
+}
