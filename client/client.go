@@ -47,6 +47,9 @@ func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, 
 		return nil
 	}
 	m := o.methods[fullMethod]
+	// A unary call has no stream to resume: WithResumable on a unary
+	// method does not make it idempotent.
+	m.resumable = false
 	for attempt := uint(1); attempt < o.max; attempt++ {
 		out, delay := classify(err)
 		if !m.retryable(out, false) {

@@ -77,6 +77,19 @@
 // WithOnRetryCallback), and its backoff functions can be given to
 // WithBackoff as they are.
 //
+// DialOptions keeps a service config's retry policy in force, and grpc
+// applies it below these interceptors, on each of their attempts: a policy
+// whose retryableStatusCodes include UNAVAILABLE retries, on its own, a
+// non-idempotent call that a drain cut after its handler ran. Leave
+// UNAVAILABLE out of such a policy; attempts otherwise multiply, up to the
+// policy's maxAttempts times WithMax. grpc's transparent retry of streams
+// the server never saw (before GOAWAY's last stream id, or REFUSED_STREAM)
+// is unaffected and stays welcome.
+//
+// Per-call options apply to every attempt: grpc.Header, grpc.Trailer and
+// grpc.Peer hold the last attempt's values, and grpc.OnFinish runs once per
+// attempt.
+//
 // # Order with other client interceptors
 //
 // grpc.WithChainUnaryInterceptor and grpc.WithChainStreamInterceptor chain
@@ -116,14 +129,17 @@
 // stophook.Hook, closes those still open when a server has drained, and
 // reports them.
 //
-// A ClientConn left open is not found by the garbage collector: an open
-// ClientConn is reachable from its own goroutines for as long as it is
-// connected or waits out its idle timeout (30 minutes by default). Once
-// idle it may be collected, but grpc tells nobody whether it was closed
-// first, so a report at collection could not tell a leak from a conn closed
-// and dropped. The registry therefore holds its conns weakly, forgets those
-// collected (runtime.AddCleanup), and finds leaks while the conns are still
-// there: in Open, VerifyNone and StopHook.
+// The registry holds its conns strongly, until they are found closed, so
+// that a leak is always there to be found. A report when the garbage
+// collector frees a conn left open (runtime.AddCleanup) would be unreliable
+// both ways: an open ClientConn is reachable from its own goroutines while it
+// is connected or waits out its idle timeout (30 minutes by default), so it
+// is not collected then; one never used, or gone idle, may be collected, but
+// grpc tells nobody whether it was closed first, so such a report could not
+// tell a leak from a conn closed and dropped. A conn left open therefore
+// stays listed by Open, is reported by VerifyNone and by StopHook, and costs
+// its memory until then; closed conns are dropped from the registry by the
+// next NewClient or Open.
 //
 // # Cost
 //

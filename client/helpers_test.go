@@ -177,9 +177,12 @@ func startBackend(t *testing.T, name string, hold bool, opts ...grpc.ServerOptio
 		tracker: tr,
 		lis:     bufconn.Listen(1 << 20),
 		svc:     &service{name: name, hold: hold, started: make(chan string, 16), runs: map[string]int{}},
-		srv: grpc.NewServer(append([]grpc.ServerOption{
+		// The test's interceptors come first, outside the Tracker: a
+		// refusal they make stands for one made before any handler ran,
+		// which the Tracker would unmark if a handler returned it.
+		srv: grpc.NewServer(append(opts,
 			grpc.ChainUnaryInterceptor(tr.UnaryServerInterceptor()),
-			grpc.ChainStreamInterceptor(tr.StreamServerInterceptor())}, opts...)...),
+			grpc.ChainStreamInterceptor(tr.StreamServerInterceptor()))...),
 	}
 	demopb.RegisterDemoServer(b.srv, b.svc)
 	served := make(chan error, 1)

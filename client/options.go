@@ -3,12 +3,16 @@ package client
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/retry"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // The defaults of the options.
@@ -79,8 +83,8 @@ func WithMax(n uint) Option {
 }
 
 // WithBackoff sets how long to wait before each retry. The wait is the
-// longer of f's and the delay of the google.rpc.RetryInfo the server sent,
-// if any; a retry that could not begin before the call's deadline is not
+// longer of f's and the delay of the google.rpc.RetryInfo a draining server
+// sent, if any, at most MaxRetryDelay; a retry that could not begin before the call's deadline is not
 // made, and the call fails with the error of its last attempt. The default
 // is retry.BackoffExponentialWithJitterBounded(DefaultBackoffScalar,
 // DefaultBackoffJitter, DefaultBackoffMax). It panics if f is nil.
@@ -108,6 +112,7 @@ func WithOnRetryCallback(f OnRetryCallback) Option {
 // that has is resumed only if it is resumable. The default is none. It
 // panics if a name is not a full method name.
 func WithIdempotent(fullMethods ...string) Option {
+	mustNameMethods("WithIdempotent", fullMethods)
 	for _, m := range fullMethods {
 		mustBeFullMethod("WithIdempotent", m)
 	}
@@ -128,6 +133,7 @@ func WithIdempotent(fullMethods ...string) Option {
 // streams are never resumed, whatever the options: what they sent is gone.
 // The default is none. It panics if a name is not a full method name.
 func WithResumable(fullMethods ...string) Option {
+	mustNameMethods("WithResumable", fullMethods)
 	for _, m := range fullMethods {
 		mustBeFullMethod("WithResumable", m)
 	}
@@ -145,20 +151,24 @@ func WithResumable(fullMethods ...string) Option {
 // stream that ended (the caller's at first, then next's own) and the last
 // message received, and returns the request to send: a cursor, a "since",
 // so that a server that supports it sends nothing twice and misses nothing.
-// next must not modify its arguments: they may be the caller's. Before any
-// message has been received, the stream is reopened with its request as
-// it is, and next is not called.
+// next must not modify its arguments: they may be the caller's, and the
+// caller must not modify a message it received before its next RecvMsg
+// either, as next may be given it. Before any message has been received,
+// the stream is reopened with its request as it is, and next is not called.
 //
-// Req and Resp are the request and response types of the method, such as
-// *pb.WatchRequest; a resumed stream whose messages are of other types ends
-// with codes.Internal, naming them. It panics if fullMethod is not a full
-// method name or next is nil.
+// Req and Resp are the request and response types of the method, pointers
+// to the generated messages, such as *pb.WatchRequest. It panics if
+// fullMethod is not a full method name, next is nil, Req or Resp is not a
+// pointer type, or, when the method's service is registered with the
+// protobuf registry (its generated code is linked in), if Req and Resp are
+// not the method's input and output, or the method is not a server stream.
 func WithResume[Req, Resp any](fullMethod string, next func(req Req, last Resp) Req) Option {
 	option := fmt.Sprintf("WithResume(%q)", fullMethod)
 	mustBeFullMethod("WithResume", fullMethod)
 	if next == nil {
 		panic("client: " + option + ": nil function")
 	}
+	mustMatchMethod[Req, Resp](option, fullMethod)
 	rewrite := func(req, last any) (any, error) {
 		r, ok := req.(Req)
 		if !ok {
@@ -192,6 +202,48 @@ func evaluateOptions(opts []Option) *options {
 		opt.apply(o)
 	}
 	return o
+}
+
+func mustNameMethods(option string, fullMethods []string) {
+	if len(fullMethods) == 0 {
+		panic(fmt.Sprintf("client: %s(): no method named", option))
+	}
+}
+
+// mustMatchMethod panics unless Req and Resp are pointer types and, when
+// the protobuf registry knows fullMethod, its input and output messages of
+// a server-streaming method.
+func mustMatchMethod[Req, Resp any](option, fullMethod string) {
+	reqType, respType := reflect.TypeFor[Req](), reflect.TypeFor[Resp]()
+	for _, t := range []reflect.Type{reqType, respType} {
+		if t.Kind() != reflect.Pointer {
+			panic(fmt.Sprintf("client: %s: %v is not a pointer type: give the generated message's pointer, such as *%v", option, t, t))
+		}
+	}
+	service, name, _ := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(service))
+	if err != nil {
+		return // not linked in: checked when a stream resumes
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		return
+	}
+	md := sd.Methods().ByName(protoreflect.Name(name))
+	if md == nil {
+		panic(fmt.Sprintf("client: %s: service %s has no method %s", option, service, name))
+	}
+	if md.IsStreamingClient() || !md.IsStreamingServer() {
+		panic(fmt.Sprintf("client: %s: not a server-streaming method: only server streams are resumed", option))
+	}
+	var req Req
+	var resp Resp
+	if m, ok := any(req).(proto.Message); ok && m.ProtoReflect().Descriptor().FullName() != md.Input().FullName() {
+		panic(fmt.Sprintf("client: %s: the request type %v is not the method's input %s", option, reqType, md.Input().FullName()))
+	}
+	if m, ok := any(resp).(proto.Message); ok && m.ProtoReflect().Descriptor().FullName() != md.Output().FullName() {
+		panic(fmt.Sprintf("client: %s: the response type %v is not the method's output %s", option, respType, md.Output().FullName()))
+	}
 }
 
 func mustBeFullMethod(option, m string) {

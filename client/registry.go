@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"weak"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
@@ -32,18 +31,20 @@ func (c OpenConn) String() string {
 	return fmt.Sprintf("ClientConn to %q, open for %v, created at:\n%s", c.Target, time.Since(c.Created).Round(time.Millisecond), c.Stack)
 }
 
-// An entry is a ClientConn in the registry. It holds the conn weakly, so
-// that the registry does not keep alive a conn that was closed and dropped.
+// An entry is a ClientConn in the registry. It holds the conn strongly: a
+// conn left open stays listed until it is closed, even one that nothing
+// else reaches any more (see "Leaks" in the package documentation).
 type entry struct {
 	id      uint64
-	cc      weak.Pointer[grpc.ClientConn]
+	cc      *grpc.ClientConn
 	target  string
 	created time.Time
 	pcs     []uintptr
 }
 
 // registry holds the ClientConns made by NewClient. Entries are dropped when
-// they are found closed or collected.
+// they are found closed: by Open, VerifyNone and StopHook, and by NewClient,
+// so that closed conns never pile up.
 var registry struct {
 	mu      sync.Mutex
 	next    uint64
@@ -61,17 +62,21 @@ func NewClient(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error)
 	}
 	pcs := make([]uintptr, maxStackDepth)
 	pcs = pcs[:runtime.Callers(2, pcs)]
-	e := &entry{cc: weak.Make(cc), target: target, created: time.Now(), pcs: pcs}
+	e := &entry{cc: cc, target: target, created: time.Now(), pcs: pcs}
 	registry.mu.Lock()
+	defer registry.mu.Unlock()
 	if registry.entries == nil {
 		registry.entries = make(map[uint64]*entry)
+	}
+	// GetState takes a lock of the conn's own, never this one.
+	for id, old := range registry.entries {
+		if old.cc.GetState() == connectivity.Shutdown {
+			delete(registry.entries, id)
+		}
 	}
 	registry.next++
 	e.id = registry.next
 	registry.entries[e.id] = e
-	registry.mu.Unlock()
-	// A conn that was closed and dropped is collected: forget it then.
-	runtime.AddCleanup(cc, forget, e.id)
 	return cc, nil
 }
 
@@ -95,8 +100,8 @@ func openConns() ([]*grpc.ClientConn, []OpenConn) {
 	var ccs []*grpc.ClientConn
 	var open []OpenConn
 	for _, e := range entries {
-		cc := e.cc.Value()
-		if cc == nil || cc.GetState() == connectivity.Shutdown {
+		cc := e.cc
+		if cc.GetState() == connectivity.Shutdown {
 			forget(e.id)
 			continue
 		}

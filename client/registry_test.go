@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/drainkit/drainkit/client"
 	"github.com/drainkit/drainkit/drain"
+	"github.com/drainkit/drainkit/stophook"
 )
 
 // leakyConstructor makes a ClientConn with client.NewClient: its name is
@@ -118,5 +120,26 @@ func TestStopHook(t *testing.T) {
 	d2 := drain.New(b2.srv, b2.tracker, drain.WithHooks(client.StopHook()), drain.WithLogger(slog.New(slog.DiscardHandler)))
 	if _, err := d2.Drain(context.Background()); err != nil {
 		t.Errorf("Drain() with no conn open = %v, want nil", err)
+	}
+}
+
+// TestOpenSurvivesGC checks that a ClientConn left open and unused, which
+// nothing else reaches, is still listed after a garbage collection: a leak
+// must stay there to be found.
+func TestOpenSurvivesGC(t *testing.T) {
+	leakyConstructor(t, "passthrough:///dropped") // dropped at once, never closed
+	runtime.GC()
+	runtime.GC()
+	open := client.Open()
+	if len(open) != 1 || open[0].Target != "passthrough:///dropped" {
+		t.Fatalf("Open() after GC = %v, want the dropped conn", open)
+	}
+	// The conn is reachable from Open's registry only: close it through
+	// the stop hook, as a server's drain would.
+	if err := client.StopHook().OnStop(context.Background(), stophook.Event{Phase: stophook.Stopped}); !errors.Is(err, client.ErrLeaked) {
+		t.Errorf("StopHook at Stopped = %v, want an error wrapping ErrLeaked", err)
+	}
+	if open := client.Open(); len(open) != 0 {
+		t.Errorf("Open() after the stop hook = %v, want none", open)
 	}
 }

@@ -231,3 +231,54 @@ func TestOptionsPanic(t *testing.T) {
 		})
 	}
 }
+
+// TestUnaryResumableNotIdempotent checks that WithResumable, meant for
+// server streams, does not make a unary method idempotent: a call cut after
+// its handler ran is not retried.
+func TestUnaryResumableNotIdempotent(t *testing.T) {
+	var n atomic.Int64
+	a := startBackend(t, "A", false, refusing(shuttingDown(t, interceptors.HandlerCancelled, -1), &n))
+	c := dialBackends(t, []*backend{a}, client.DialOptions(client.WithResumable(echoMethod))...)
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	err := c.Invoke(ctx, echoMethod, wrapperspb.String("x"), new(wrapperspb.StringValue), grpc.WaitForReady(true))
+	if !client.IsDraining(err) || n.Load() != 1 {
+		t.Errorf("Echo() marked resumable, cut after its handler ran = %v after %d attempts, want the drain's error after 1", err, n.Load())
+	}
+}
+
+// TestRetryInfoDelay checks how the client reads a RetryInfo: honoured, at
+// most MaxRetryDelay, from a draining server; ignored without drainkit's
+// mark.
+func TestRetryInfoDelay(t *testing.T) {
+	unmarked, err := status.New(codes.Unavailable, "elsewhere").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		err       error
+		wantAbove time.Duration
+		wantBelow time.Duration
+	}{
+		{"an hour asked by a draining server", shuttingDown(t, interceptors.HandlerNotRun, time.Hour), client.MaxRetryDelay, client.MaxRetryDelay + defaultTestTimeout},
+		{"an hour asked without drainkit's mark", unmarked.Err(), 0, defaultTestTimeout / 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if testing.Short() && tc.wantAbove > 0 {
+				t.Skip("waits MaxRetryDelay")
+			}
+			var n atomic.Int64
+			a := startBackend(t, "A", false, refusing(tc.err, &n))
+			c := dialBackends(t, []*backend{a}, client.DialOptions(client.WithMax(2), client.WithIdempotent(echoMethod),
+				client.WithBackoff(func(context.Context, uint) time.Duration { return 0 }))...)
+			ctx, cancel := context.WithTimeout(context.Background(), client.MaxRetryDelay+2*defaultTestTimeout)
+			defer cancel()
+			start := time.Now()
+			c.Invoke(ctx, echoMethod, wrapperspb.String("x"), new(wrapperspb.StringValue), grpc.WaitForReady(true))
+			if took := time.Since(start); took < tc.wantAbove || took > tc.wantBelow || n.Load() != 2 {
+				t.Errorf("Echo() took %v and %d attempts, want 2 attempts, between %v and %v", took, n.Load(), tc.wantAbove, tc.wantBelow)
+			}
+		})
+	}
+}

@@ -27,8 +27,15 @@ const (
 	unavailable
 )
 
-// classify reads the status of err. For a refusal, it also returns the
-// delay of its google.rpc.RetryInfo, 0 if none.
+// MaxRetryDelay is the longest wait before a retry that a server's
+// google.rpc.RetryInfo can ask for: a longer delay is cut to it, so that a
+// call without a deadline cannot wait an hour on a server's word.
+const MaxRetryDelay = 10 * time.Second
+
+// classify reads the status of err. For a status with drainkit's mark, it
+// also returns the delay of its google.rpc.RetryInfo, at most
+// MaxRetryDelay; 0 if none. When several ErrorInfos mark the status, the
+// safe reading wins: cancelled over refused.
 func classify(err error) (outcome, time.Duration) {
 	s, ok := status.FromError(err)
 	if !ok || s.Code() != codes.Unavailable {
@@ -43,16 +50,21 @@ func classify(err error) (outcome, time.Duration) {
 				continue
 			}
 			// Anything but a refusal may have run its handler.
-			o = cancelled
-			if info.GetMetadata()[interceptors.MetadataHandler] == interceptors.HandlerNotRun {
+			if info.GetMetadata()[interceptors.MetadataHandler] == interceptors.HandlerNotRun && o != cancelled {
 				o = refused
+			} else {
+				o = cancelled
 			}
 		case a.MessageIs((*errdetails.RetryInfo)(nil)):
 			var info errdetails.RetryInfo
 			if a.UnmarshalTo(&info) == nil && info.GetRetryDelay().IsValid() {
-				delay = max(info.GetRetryDelay().AsDuration(), 0)
+				delay = min(max(info.GetRetryDelay().AsDuration(), 0), MaxRetryDelay)
 			}
 		}
+	}
+	if o == unavailable {
+		// A RetryInfo without drainkit's mark is not drainkit's to honour.
+		delay = 0
 	}
 	return o, delay
 }

@@ -69,6 +69,13 @@ type serverStream struct {
 
 	last any   // the last message received, nil before the first; RecvMsg's alone
 	end  error // the error RecvMsg returned after its retries, returned again; RecvMsg's alone
+
+	// sctx is the stream's context, made by the first call of Context and
+	// cancelled, with done set, when RecvMsg returns its last error or
+	// io.EOF; guarded by mu.
+	sctx   context.Context
+	cancel context.CancelFunc
+	done   bool
 }
 
 func (s *serverStream) current() grpc.ClientStream {
@@ -77,9 +84,39 @@ func (s *serverStream) current() grpc.ClientStream {
 	return s.cs
 }
 
+// Header and Trailer are those of the current attempt: after a resume,
+// the new stream's.
 func (s *serverStream) Header() (metadata.MD, error) { return s.current().Header() }
 func (s *serverStream) Trailer() metadata.MD         { return s.current().Trailer() }
-func (s *serverStream) Context() context.Context     { return s.current().Context() }
+
+// Context returns the context of the whole stream, across its attempts: it
+// carries the caller's values and ends when the caller's does or the stream
+// has ended (RecvMsg returned an error or io.EOF). Unlike an attempt's, it
+// does not carry the transport's values, such as the peer: use the
+// grpc.Peer call option for those.
+func (s *serverStream) Context() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sctx == nil {
+		s.sctx, s.cancel = context.WithCancel(s.ctx)
+		if s.done {
+			s.cancel()
+		}
+	}
+	return s.sctx
+}
+
+// finish records that RecvMsg has returned its last result, err, and
+// returns it.
+func (s *serverStream) finish(err error) error {
+	s.mu.Lock()
+	s.done = true
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.mu.Unlock()
+	return err
+}
 
 func (s *serverStream) SendMsg(m any) error {
 	s.mu.Lock()
@@ -110,10 +147,13 @@ func (s *serverStream) RecvMsg(m any) error {
 		return nil
 	}
 	if errors.Is(err, io.EOF) {
-		return err
+		return s.finish(err)
 	}
 	s.end = s.resume(m, err)
-	return s.end
+	if s.end != nil {
+		return s.finish(s.end)
+	}
+	return nil
 }
 
 // resume opens the stream again after its attempt failed with err, as many

@@ -2,6 +2,8 @@ package client_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,31 +127,88 @@ func TestStreamNotResumable(t *testing.T) {
 	}
 }
 
+// TestResumeWithWrongTypes checks that WithResume refuses, when it is
+// called, types that are not the method's messages, value types, and
+// methods that are not server streams: a mistake found at the first drain,
+// in production, would end streams for good.
 func TestResumeWithWrongTypes(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		option func()
+		want   string
+	}{
+		{
+			name: "request type",
+			option: func() {
+				client.WithResume(watchMethod, func(req *wrapperspb.StringValue, _ *timestamppb.Timestamp) *wrapperspb.StringValue { return req })
+			},
+			want: `the request type *wrapperspb.StringValue is not the method's input drainkit.demo.v1.WatchRequest`,
+		},
+		{
+			name: "response type",
+			option: func() {
+				client.WithResume(watchMethod, func(req *demopb.WatchRequest, _ *wrapperspb.StringValue) *demopb.WatchRequest { return req })
+			},
+			want: `the response type *wrapperspb.StringValue is not the method's output google.protobuf.Timestamp`,
+		},
+		{
+			name: "value type",
+			option: func() {
+				client.WithResume(watchMethod, func(req string, _ *timestamppb.Timestamp) string { return req })
+			},
+			want: `string is not a pointer type`,
+		},
+		{
+			name: "bidi stream",
+			option: func() {
+				client.WithResume(chatMethod, func(req *wrapperspb.StringValue, _ *wrapperspb.StringValue) *wrapperspb.StringValue { return req })
+			},
+			want: `not a server-streaming method`,
+		},
+		{
+			name: "no such method",
+			option: func() {
+				client.WithResume("/drainkit.demo.v1.Demo/Nothing", func(req *demopb.WatchRequest, _ *timestamppb.Timestamp) *demopb.WatchRequest { return req })
+			},
+			want: `service drainkit.demo.v1.Demo has no method Nothing`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer func() {
+				msg := fmt.Sprint(recover())
+				if !strings.Contains(msg, tc.want) || !strings.Contains(msg, "WithResume(") {
+					t.Errorf("WithResume panicked with %q, want it to name the option and say %q", msg, tc.want)
+				}
+			}()
+			tc.option()
+		})
+	}
+}
+
+// TestResumedStreamContextLives checks that the context of a resumable
+// stream lives as long as the stream, not as long as its attempt: taken
+// before a resume, it has not ended after; it ends with the caller's.
+func TestResumedStreamContextLives(t *testing.T) {
 	a, b := startBackend(t, "A", false), startBackend(t, "B", false)
-	wrong := client.WithResume(watchMethod, func(req *wrapperspb.StringValue, _ *timestamppb.Timestamp) *wrapperspb.StringValue {
-		return req
-	})
-	c := demopb.NewDemoClient(dialBackends(t, []*backend{a, b}, client.DialOptions(wrong)...))
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{a, b}, client.DialOptions(resumeWatch)...))
 	waitAllServe(t, c, a, b)
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
-	stream, first := openWatch(t, ctx, c, 1, a, b)
-	drained := drainBackend(first)
-	var err error
-	for err == nil {
-		_, err = stream.Recv()
+	stream, first := openWatch(t, ctx, c, 2, a, b)
+	sctx := stream.Context()
+	first.srv.Stop() // the attempt ends; the stream goes on elsewhere
+	for i := range 3 {
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("Recv() #%d after the connection loss = %v, want the stream to go on", i, err)
+		}
 	}
-	receive(t, drained, "end of the drain")
-	want := `client: WithResume("/drainkit.demo.v1.Demo/Watch"): the request is a *demopb.WatchRequest, want *wrapperspb.StringValue`
-	if s := status.Convert(err); s.Code() != codes.Internal || s.Message() != want {
-		t.Errorf("Recv() = %v, want code %v and message %q", err, codes.Internal, want)
+	if err := sctx.Err(); err != nil {
+		t.Errorf("stream's Context().Err() after a resume = %v, want nil: the stream goes on", err)
 	}
-	runs := a.svc.count(watchMethod) + b.svc.count(watchMethod)
-	if _, again := stream.Recv(); again != err {
-		t.Errorf("Recv() again = %v, want the same error %v", again, err)
-	}
-	if n := a.svc.count(watchMethod) + b.svc.count(watchMethod); n != runs {
-		t.Errorf("Watch handlers run = %d after receiving again, want %d: no new attempt", n, runs)
+	cancel()
+	select {
+	case <-sctx.Done():
+	case <-time.After(defaultTestTimeout):
+		t.Errorf("stream's Context() not done %v after the caller's ended", defaultTestTimeout)
 	}
 }

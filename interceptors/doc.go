@@ -100,6 +100,11 @@
 // the method may run twice. Package client reads these details; other
 // clients find them with status.FromError(err).Details().
 //
+// Only the Tracker's own refusals carry the HandlerNotRun mark. A handler
+// that returns, as its own, the refusal it got from a server it called has
+// run: the Tracker drops that refusal's ErrorInfo and RetryInfo from the
+// status its client receives, keeping its code, message and other details.
+//
 // # Deadlines
 //
 // WithDefaultTimeout gives unary calls that arrive without a deadline one;

@@ -97,3 +97,41 @@ func shuttingDown(cause error, details []*anypb.Any) *status.Status {
 	// FromProto copies the details, so that no two statuses share them.
 	return status.FromProto(&spb.Status{Code: int32(codes.Unavailable), Message: msg, Details: details})
 }
+
+// forwarded returns err, a handler's error, without drainkit's refusal mark
+// if it carries one. A handler that passes on the refusal of a server it
+// called has run: its own client must not read "not_run" and send a
+// non-idempotent call again. The ErrorInfo of the refusal and its RetryInfo
+// are dropped; the code, the message and any other detail are kept. Only
+// an error whose code is codes.Unavailable is looked into.
+func forwarded(err error) error {
+	s, ok := status.FromError(err)
+	if !ok || s.Code() != codes.Unavailable {
+		return err
+	}
+	p := s.Proto()
+	details := p.GetDetails()
+	refusal := false
+	for _, a := range details {
+		var info errdetails.ErrorInfo
+		if a.MessageIs(&info) && a.UnmarshalTo(&info) == nil && info.GetDomain() == ErrorInfoDomain &&
+			info.GetMetadata()[MetadataHandler] == HandlerNotRun {
+			refusal = true
+		}
+	}
+	if !refusal {
+		return err
+	}
+	kept := details[:0:0]
+	for _, a := range details {
+		var info errdetails.ErrorInfo
+		switch {
+		case a.MessageIs(&info) && a.UnmarshalTo(&info) == nil && info.GetDomain() == ErrorInfoDomain:
+		case a.MessageIs((*errdetails.RetryInfo)(nil)):
+		default:
+			kept = append(kept, a)
+		}
+	}
+	p.Details = kept
+	return status.FromProto(p).Err()
+}

@@ -194,3 +194,58 @@ func TestStatusDetails(t *testing.T) {
 		})
 	}
 }
+
+// forwardingService passes on, as its own, the error of the same call to
+// another server.
+type forwardingService struct {
+	testgrpc.UnimplementedTestServiceServer
+	next testgrpc.TestServiceClient
+}
+
+func (s *forwardingService) UnaryCall(ctx context.Context, req *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	return s.next.UnaryCall(ctx, req)
+}
+
+// TestForwardedRefusalIsUnmarked calls a handler that passes on the refusal
+// of a draining server it called. Its handler ran, so its client must not
+// read the refusal's "not_run": the Tracker drops the ErrorInfo and the
+// RetryInfo, and keeps the code and the message.
+func TestForwardedRefusalIsUnmarked(t *testing.T) {
+	down := interceptors.NewTracker()
+	down.Reject(nil)
+	next, _ := statusClient(t, down)
+
+	lis := bufconn.Listen(1 << 20)
+	up := interceptors.NewTracker()
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(up.UnaryServerInterceptor()))
+	testgrpc.RegisterTestServiceServer(srv, &forwardingService{next: next})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	cc, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("grpc.NewClient() = %v", err)
+	}
+	t.Cleanup(func() {
+		cc.Close()
+		srv.Stop()
+		<-served
+	})
+
+	_, err = testgrpc.NewTestServiceClient(cc).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
+	s := status.Convert(err)
+	if s.Code() != codes.Unavailable || s.Message() != interceptors.ErrShuttingDown.Error() {
+		t.Errorf("forwarded refusal = %v, want the downstream's code and message", err)
+	}
+	for _, d := range s.Details() {
+		switch d := d.(type) {
+		case *errdetails.ErrorInfo:
+			if d.GetDomain() == interceptors.ErrorInfoDomain {
+				t.Errorf("forwarded refusal carries drainkit's ErrorInfo %v, want it dropped", d)
+			}
+		case *errdetails.RetryInfo:
+			t.Errorf("forwarded refusal carries RetryInfo %v, want it dropped", d)
+		}
+	}
+}

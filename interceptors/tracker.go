@@ -271,7 +271,11 @@ func (t *Tracker) end(c *call, err error) error {
 			err = status.Error(codes.DeadlineExceeded, ErrServerDeadline.Error())
 		case cancelled:
 			err = cancelledStatus(cause).Err()
+		default:
+			err = forwarded(err)
 		}
+	} else if err != nil {
+		err = forwarded(err)
 	}
 	serveHTTP, parent := c.ServeHTTP, c.parent
 	c.release()
