@@ -26,6 +26,8 @@ var (
 	ErrUpgraded = errors.New("upgrade: already upgraded")
 	// ErrStopped is returned by Upgrade after Stop.
 	ErrStopped = errors.New("upgrade: stopped")
+	// ErrNoPIDFile is returned by SuccessorPID without WithPIDFile.
+	ErrNoPIDFile = errors.New("upgrade: no PID file (WithPIDFile)")
 )
 
 // An Upgrader starts the successor of the process and hands it the
@@ -145,10 +147,10 @@ func (u *Upgrader) Upgrade() error {
 
 // SuccessorPID returns the process ID of the successor after a successful
 // upgrade, read from the PID file given by WithPIDFile, which the successor
-// wrote when it reported ready. It returns an error without a PID file.
+// wrote when it reported ready. It returns ErrNoPIDFile without a PID file.
 func (u *Upgrader) SuccessorPID() (int, error) {
 	if u.o.pidFile == "" {
-		return 0, errors.New("upgrade: SuccessorPID: no PID file (WithPIDFile)")
+		return 0, ErrNoPIDFile
 	}
 	b, err := os.ReadFile(u.o.pidFile)
 	if err != nil {

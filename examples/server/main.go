@@ -108,23 +108,33 @@ func serve(cfg demoflags.Config, logger *slog.Logger) error {
 	hooks = append(hooks, tel.flushHooks...)
 	hooks = append(hooks, stophook.Closer("sqlite", db))
 	hooks = append(hooks, tel.recordHooks...)
+	// Registered last, so that systemd hears of each phase first.
+	var d *drain.Drainer
+	notifier := newNotifier(&d)
+	hooks = append(hooks, notifier)
 	if len(hooks) != cfg.StopHooks() {
 		return fmt.Errorf("%d stop hooks, but demoflags.Config.StopHooks says %d", len(hooks), cfg.StopHooks())
 	}
-	d := drain.New(srv, tracker, append(cfg.DrainOptions(hooks...),
+	d = drain.New(srv, tracker, append(cfg.DrainOptions(hooks...),
 		drain.WithHealth(h),
 		drain.WithLogger(logger),
 	)...)
 
-	lis, err := net.Listen("tcp", cfg.Addr)
+	upgrader, lis, source, err := listen(cfg)
 	if err != nil {
 		return err
 	}
+	defer upgrader.Stop()
+	stopUpgrades := handleUpgrades(upgrader, d, notifier, logger)
+	defer stopUpgrades()
 	// "serving" is logged at the first Accept: by then Serve handles
 	// SIGTERM and SIGINT, so whoever reads the record may signal at once.
 	return d.Serve(&announcingListener{Listener: lis, announce: func() {
+		ready(upgrader, notifier, logger, lis.Addr(), source)
 		logger.Info("serving",
 			"addr", lis.Addr().String(),
+			"listener", string(source),
+			"pid", os.Getpid(),
 			"db", cfg.DB,
 			"stubborn", cfg.Stubborn,
 			"otel", cfg.Otel,

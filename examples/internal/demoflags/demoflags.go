@@ -32,6 +32,10 @@ type Config struct {
 	ForceWait      time.Duration // -force-wait: drain.WithForceWait
 	Stubborn       bool          // -stubborn: Sleep ignores its context
 	Otel           string        // -otel: OtelNone or OtelStdout
+
+	// In-place upgrades on SIGHUP.
+	UpgradeTimeout time.Duration // -upgrade-timeout: upgrade.WithReadyTimeout
+	PIDFile        string        // -pid-file: upgrade.WithPIDFile, if not empty
 }
 
 // Default returns the configuration of a server started without flags.
@@ -43,6 +47,8 @@ func Default() Config {
 		CancelGrace: 3 * time.Second,
 		ForceWait:   time.Second,
 		Otel:        OtelNone,
+
+		UpgradeTimeout: 30 * time.Second,
 	}
 }
 
@@ -66,6 +72,8 @@ func Parse(args []string, output io.Writer) (Config, error) {
 	fs.DurationVar(&c.ForceWait, "force-wait", c.ForceWait, "how long to wait for handlers after the forced stop before reporting them as leaked")
 	fs.BoolVar(&c.Stubborn, "stubborn", c.Stubborn, "make Sleep ignore its context, so that only a forced stop ends it")
 	fs.StringVar(&c.Otel, "otel", c.Otel, "telemetry: \"none\", or \"stdout\" for spans and metrics as JSON on standard output")
+	fs.DurationVar(&c.UpgradeTimeout, "upgrade-timeout", c.UpgradeTimeout, "on SIGHUP, how long to wait for the successor to serve before giving up the upgrade")
+	fs.StringVar(&c.PIDFile, "pid-file", c.PIDFile, "`file` to write the process ID to once serving, for systemd's PIDFile= (none if empty)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
@@ -109,6 +117,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s %v: negative duration", f.name, f.d)
 		}
 	}
+	if c.UpgradeTimeout <= 0 {
+		return fmt.Errorf("-upgrade-timeout %v: must be positive", c.UpgradeTimeout)
+	}
 	if c.Otel != OtelNone && c.Otel != OtelStdout {
 		return fmt.Errorf("-otel %q: want %q or %q", c.Otel, OtelNone, OtelStdout)
 	}
@@ -116,14 +127,15 @@ func (c Config) Validate() error {
 }
 
 // StopHooks returns the number of stop hooks the server registers with its
-// drain: one that closes the store, and with -otel=stdout two more, one
-// that records the drain and one that flushes the telemetry. The drain's
-// budget grows with it, each hook call being bounded by the hook timeout.
+// drain: one that closes the store, one that notifies systemd (a no-op
+// outside systemd), and with -otel=stdout two more, one that records the
+// drain and one that flushes the telemetry. The drain's budget grows with
+// it, each hook call being bounded by the hook timeout.
 func (c Config) StopHooks() int {
 	if c.Otel == OtelStdout {
-		return 3
+		return 4
 	}
-	return 1
+	return 2
 }
 
 // DrainOptions returns the options of the server's drain that its flags
