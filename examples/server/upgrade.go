@@ -46,6 +46,10 @@ func handleUpgrades(u *upgrade.Upgrader, d *drain.Drainer, n *systemd.Notifier, 
 		for {
 			select {
 			case <-done:
+				if upgrading {
+					// Stop has ended the upgrade: say so.
+					upgraded(<-results, u, n, logger)
+				}
 				return
 			case sig := <-signals:
 				if sig != syscall.SIGHUP {
@@ -71,18 +75,7 @@ func handleUpgrades(u *upgrade.Upgrader, d *drain.Drainer, n *systemd.Notifier, 
 				}()
 			case err := <-results:
 				upgrading = false
-				switch {
-				case errors.Is(err, upgrade.ErrStopped):
-					logger.Info("upgrade abandoned: the server drains", "err", err)
-				case errors.Is(err, upgrade.ErrUpgraded):
-					logger.Warn("upgrade refused: the server was upgraded and drains", "err", err)
-				case err != nil:
-					logger.Warn("upgrade failed: the server serves on", "err", err)
-					if err := n.Ready("serving; the last upgrade failed: " + err.Error()); err != nil {
-						logger.Warn("telling systemd that the server serves", "err", err)
-					}
-				default:
-					handOver(u, n, logger)
+				if upgraded(err, u, n, logger) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
@@ -99,6 +92,26 @@ func handleUpgrades(u *upgrade.Upgrader, d *drain.Drainer, n *systemd.Notifier, 
 		close(done)
 		wg.Wait()
 	}
+}
+
+// upgraded logs the result of an upgrade, tells systemd, and reports
+// whether the upgrade succeeded: this process must then drain.
+func upgraded(err error, u *upgrade.Upgrader, n *systemd.Notifier, logger *slog.Logger) bool {
+	switch {
+	case errors.Is(err, upgrade.ErrStopped):
+		logger.Info("upgrade abandoned: the server drains", "err", err)
+	case errors.Is(err, upgrade.ErrUpgraded):
+		logger.Warn("upgrade refused: the server was upgraded and drains", "err", err)
+	case err != nil:
+		logger.Warn("upgrade failed: the server serves on", "err", err)
+		if err := n.Ready("serving; the last upgrade failed: " + err.Error()); err != nil {
+			logger.Warn("telling systemd that the server serves", "err", err)
+		}
+	default:
+		handOver(u, n, logger)
+		return true
+	}
+	return false
 }
 
 // handOver logs that the successor serves, and tells systemd that it
