@@ -70,7 +70,10 @@ func startDemo(t *testing.T, name string, st demoStart) *server {
 	} else {
 		cmd = exec.Command(bin, st.args...)
 	}
-	cmd.Env = append(os.Environ(), st.env...)
+	// The server never speaks to the service manager that may run the
+	// tests: NOTIFY_SOCKET is the test's, or none.
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=")
+	cmd.Env = append(cmd.Env, st.env...)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,7 @@ const (
 	loadCallers = 8
 	// windowCalls is the number of successful calls that a window of
 	// measurement takes.
-	windowCalls = 1000
+	windowCalls = 500
 	// restarts is the number of stops and starts of TestRestarts.
 	restarts = 5
 )
@@ -100,7 +100,7 @@ func TestRestarts(t *testing.T) {
 // successor with its process ID, and no STOPPING=1 until the last one is
 // stopped.
 func TestUpgradeUnderLoad(t *testing.T) {
-	const upgradeRounds = 3
+	const upgradeRounds = 5
 	becomeSubreaper(t)
 	notify := newFakeSystemd(t)
 	addr, socket := heldSocket(t)
