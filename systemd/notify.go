@@ -79,7 +79,9 @@ func (n *Notifier) HandOver(pid int) error {
 
 // OnStop reports an event of the drain: at DrainStart STOPPING=1, at every
 // event STATUS= with the phase and EXTEND_TIMEOUT_USEC= with what remains of
-// the budget given by WithStopBudget, plus the margin.
+// the budget given by WithStopBudget, plus the margin. A message that
+// cannot be sent is an error, which joins the drain's: systemd did not hear
+// that the service stops.
 func (n *Notifier) OnStop(_ context.Context, e stophook.Event) error {
 	var state []string
 	if e.Phase == stophook.DrainStart {
