@@ -2,11 +2,8 @@
 
 package systemd
 
-import (
-	"errors"
-	"os"
-)
+import "errors"
 
-func check(*os.File, string) error {
+func checkFD(int, string) error {
 	return errors.New("socket activation is supported on unix systems only")
 }

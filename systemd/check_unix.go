@@ -5,31 +5,19 @@ package systemd
 import (
 	"errors"
 	"fmt"
-	"os"
 	"syscall"
 )
 
-// check returns an error unless f is a listening stream socket of the
+// checkFD returns an error unless fd is a listening stream socket of the
 // family of network.
-func check(f *os.File, network string) error {
-	raw, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var checkErr error
-	err = raw.Control(func(fd uintptr) { checkErr = checkFD(int(fd), network) })
-	if err != nil {
-		return err
-	}
-	return checkErr
-}
-
 func checkFD(fd int, network string) error {
 	typ, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE)
-	if errors.Is(err, syscall.ENOTSOCK) {
+	switch {
+	case errors.Is(err, syscall.EBADF):
+		return errors.New("not open: systemd passes the socket there (is the service started by its .socket unit?)")
+	case errors.Is(err, syscall.ENOTSOCK):
 		return errors.New("not a socket")
-	}
-	if err != nil {
+	case err != nil:
 		return fmt.Errorf("reading its socket type: %v", err)
 	}
 	if typ != syscall.SOCK_STREAM {

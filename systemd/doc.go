@@ -23,9 +23,12 @@
 // is not made by net.Listener.Close, by grpc.Server or by the drain.
 //
 // Listen refuses, with an error that says what was wrong, a passed
-// descriptor that is not a socket, not a stream socket, not listening, or of
-// another address family than the network asked for; more or fewer than one
-// descriptor; and LISTEN_PID naming another process. On all of these
+// descriptor that is not open, not a socket, not a stream socket, not
+// listening, or of another address family than the network asked for; more
+// or fewer than one descriptor; and LISTEN_PID naming another process. It
+// checks the descriptor before it takes it over, and closes nothing it
+// refuses: a descriptor that systemd did not pass may be one of the
+// process's own. On all of these
 // sd_listen_fds(3) would return 0 or a socket the caller cannot serve, and a
 // server that listened on its own address instead would either fail (systemd
 // holds the address) or serve where nobody connects. The caller is expected

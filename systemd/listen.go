@@ -26,6 +26,9 @@ const (
 	envListenPID     = "LISTEN_PID"
 	envListenFDs     = "LISTEN_FDS"
 	envListenFDNames = "LISTEN_FDNAMES"
+
+	// listenFDsStart is the first descriptor passed (SD_LISTEN_FDS_START).
+	listenFDsStart = 3
 )
 
 var (
@@ -72,20 +75,24 @@ func Listen(network, addr string) (net.Listener, Source, error) {
 		}
 		return lis, SourceListen, nil
 	}
+	if n != 1 {
+		// The descriptors are left alone: if the count is wrong, some
+		// of them may be the process's own.
+		return nil, "", fmt.Errorf("%w: %s=%d: want one socket", ErrBadSocket, envListenFDs, n)
+	}
+	// The descriptor is checked before anything takes it over: if it is
+	// not what systemd passes, it may be one of the process's own, which
+	// must not be closed.
+	if err := checkFD(listenFDsStart, network); err != nil {
+		return nil, "", fmt.Errorf("%w: descriptor %d: %v", ErrBadSocket, listenFDsStart, err)
+	}
 	files := activation.Files(true)
-	if len(files) != n {
+	if len(files) != 1 {
 		closeAll(files)
 		return nil, "", fmt.Errorf("%w: %s=%d, but %d descriptors read", ErrBadSocket, envListenFDs, n, len(files))
 	}
-	if n != 1 {
-		closeAll(files)
-		return nil, "", fmt.Errorf("%w: %s=%d: want one socket", ErrBadSocket, envListenFDs, n)
-	}
 	f := files[0]
 	defer f.Close() // the listener holds a duplicate
-	if err := check(f, network); err != nil {
-		return nil, "", fmt.Errorf("%w: descriptor %d: %v", ErrBadSocket, f.Fd(), err)
-	}
 	lis, err := net.FileListener(f)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: descriptor %d: %v", ErrBadSocket, f.Fd(), err)

@@ -216,6 +216,8 @@ func TestListenRefuses(t *testing.T) {
 		{name: "LISTEN_FDS zero", network: "tcp", env: []string{"LISTEN_PID=self", "LISTEN_FDS=0"}, wantErr: `LISTEN_FDS="0"`},
 		{name: "two sockets", network: "tcp", env: []string{"LISTEN_PID=self", "LISTEN_FDS=2"}, files: []*os.File{tcp, socketFile(t, syscall.AF_INET, syscall.SOCK_STREAM, true)}, wantErr: "LISTEN_FDS=2: want one socket"},
 		{name: "not a socket", network: "tcp", env: active, files: []*os.File{pr}, wantErr: "not a socket"},
+		// Descriptor 3 is then closed, or one of the process's own.
+		{name: "no descriptor passed", network: "tcp", env: active, wantErr: "descriptor 3: not"},
 		{name: "datagram socket", network: "tcp", env: active, files: []*os.File{socketFile(t, syscall.AF_INET, syscall.SOCK_DGRAM, false)}, wantErr: "want a stream socket"},
 		{name: "not listening", network: "tcp", env: active, files: []*os.File{socketFile(t, syscall.AF_INET, syscall.SOCK_STREAM, false)}, wantErr: "not listening"},
 		{name: "unix socket for tcp", network: "tcp", env: active, files: []*os.File{socketFile(t, syscall.AF_UNIX, syscall.SOCK_STREAM, true)}, wantErr: "a unix socket, want tcp"},

@@ -3,6 +3,11 @@
 package process_test
 
 import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -235,4 +240,56 @@ func atoi(s string) int {
 		return -1
 	}
 	return n
+}
+
+// A socket that cannot be served, or LISTEN_PID naming another process:
+// the server refuses to start, exits 1, and its last record says why; it
+// does not listen on -addr instead.
+func TestSocketActivationRefused(t *testing.T) {
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	udpFile, err := udp.(*net.UDPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udpFile.Close()
+	_, tcpFile := heldSocket(t)
+	for _, tt := range []struct {
+		name    string
+		script  string // the LISTEN_* settings, in sh
+		socket  *os.File
+		wantErr string
+	}{
+		{name: "datagram socket", script: `LISTEN_PID=$$ LISTEN_FDS=1`, socket: udpFile, wantErr: "want a stream socket"},
+		{name: "LISTEN_PID of another process", script: `LISTEN_PID=1 LISTEN_FDS=1`, socket: tcpFile, wantErr: "LISTEN_PID=1, this process is"},
+		{name: "two sockets announced", script: `LISTEN_PID=$$ LISTEN_FDS=2`, socket: tcpFile, wantErr: "LISTEN_FDS=2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			bin, _ := binaries(t)
+			addr := freeAddr(t)
+			ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "sh", "-c", tt.script+` exec "$0" "$@"`, bin, "-db", dbPath(t), "-addr", addr)
+			cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=")
+			cmd.ExtraFiles = []*os.File{tt.socket}
+			out, err := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != 1 {
+				t.Fatalf("exit status %d (%v), want 1; output:\n%s", code, err, out)
+			}
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			var last record
+			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+				t.Fatalf("last line %q: %v", lines[len(lines)-1], err)
+			}
+			if last.str("msg") != "exit" || !strings.Contains(last.str("err"), tt.wantErr) {
+				t.Errorf("last record %v, want an exit record whose err contains %q", last, tt.wantErr)
+			}
+			if strings.Contains(string(out), `"msg":"serving"`) {
+				t.Errorf("the server served; output:\n%s", out)
+			}
+		})
+	}
 }
