@@ -47,8 +47,10 @@
 // # Under Kubernetes
 //
 // An upgrade is not needed there: a rollout starts new pods beside the old
-// ones, and the drain's readiness delay moves traffic between them. The
-// Upgrader does nothing unless Upgrade is called.
+// ones, and the drain's readiness delay moves traffic between them. Nor is
+// it to be used: the server is usually the first process of its container,
+// whose exit ends the container, the successor with it. The Upgrader does
+// nothing unless Upgrade is called.
 //
 // The package never installs signal handlers and logs nothing.
 package upgrade
