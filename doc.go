@@ -11,6 +11,10 @@
 //     with helpers for HTTP servers, clients and databases.
 //   - keepalive: server keepalive settings that agree with the drain.
 //   - tracing: OpenTelemetry spans and metrics for the server and its drain.
+//   - systemd: on one host, the listening socket systemd passes (socket
+//     activation, so that restarts refuse no connection) and sd_notify.
+//   - upgrade: an in-place upgrade that hands the listening socket to a
+//     successor and drains once the successor serves.
 //
 // A server adds two lines to grpc.NewServer and serves through the Drainer:
 //
