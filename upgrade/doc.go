@@ -19,9 +19,10 @@
 //     then killed), Upgrade returns an error saying why, and the old
 //     process keeps serving as before.
 //
-// At most one upgrade runs at a time: Upgrade returns ErrInProgress while
-// one runs, ErrUpgraded once one has succeeded, and ErrStopped after Stop. A
-// successor cannot itself be upgraded before the old process has exited.
+// At most one upgrade runs at a time: Upgrade returns ErrNotReady before the
+// process has reported ready itself, ErrInProgress while an upgrade runs,
+// ErrUpgraded once one has succeeded, and ErrStopped after Stop. A successor
+// cannot itself be upgraded before the old process has exited.
 //
 // Stop ends the Upgrader when the process drains for good (on SIGTERM): an
 // upgrade in progress is abandoned and its successor killed, and the

@@ -26,6 +26,9 @@ var (
 	ErrUpgraded = errors.New("upgrade: already upgraded")
 	// ErrStopped is returned by Upgrade after Stop.
 	ErrStopped = errors.New("upgrade: stopped")
+	// ErrNotReady is returned by Upgrade before Ready: a process that
+	// does not serve yet is not replaced.
+	ErrNotReady = errors.New("upgrade: the process has not reported ready")
 	// ErrNoPIDFile is returned by SuccessorPID without WithPIDFile.
 	ErrNoPIDFile = errors.New("upgrade: no PID file (WithPIDFile)")
 )
@@ -38,6 +41,7 @@ type Upgrader struct {
 	o  options
 
 	mu       sync.Mutex
+	ready    bool // Ready was called; guarded by mu
 	running  bool // an upgrade runs; guarded by mu
 	upgraded bool // guarded by mu
 	stopped  bool // guarded by mu
@@ -99,6 +103,9 @@ func (u *Upgrader) Listen(network, addr string) (net.Listener, systemd.Source, e
 // by WithPIDFile. Call it once the server accepts connections, before its
 // first Accept.
 func (u *Upgrader) Ready() error {
+	u.mu.Lock()
+	u.ready = true
+	u.mu.Unlock()
 	if err := u.tf.Ready(); err != nil {
 		return fmt.Errorf("upgrade: %w", err)
 	}
@@ -112,8 +119,9 @@ func (u *Upgrader) Ready() error {
 // killed, or Stop was called), and the process goes on serving; another
 // upgrade may be tried.
 //
-// It returns ErrInProgress while another upgrade runs, ErrUpgraded after a
-// successful one and ErrStopped after Stop, at once.
+// It returns ErrNotReady before Ready, ErrInProgress while another upgrade
+// runs, ErrUpgraded after a successful one and ErrStopped after Stop, at
+// once.
 func (u *Upgrader) Upgrade() error {
 	u.mu.Lock()
 	switch {
@@ -126,6 +134,9 @@ func (u *Upgrader) Upgrade() error {
 	case u.running:
 		u.mu.Unlock()
 		return ErrInProgress
+	case !u.ready:
+		u.mu.Unlock()
+		return ErrNotReady
 	}
 	u.running = true
 	u.mu.Unlock()

@@ -93,6 +93,9 @@ func upgradeChild(mode string) int {
 	}
 	defer lis.Close()
 	emit(u, "listen", event{Source: string(src), Addr: lis.Addr().String()})
+	if !u.HasParent() {
+		emit(u, "before ready", event{Err: errString(u.Upgrade())})
+	}
 	if err := u.Ready(); err != nil {
 		emit(u, "ready", event{Err: err.Error()})
 		return 1
@@ -224,6 +227,9 @@ func TestUpgrade(t *testing.T) {
 	}
 	if first.Addr != second.Addr {
 		t.Errorf("the successor listens on %s, want the inherited %s", second.Addr, first.Addr)
+	}
+	if e, _ := find(events, "before ready", false); e.Err != upgrade.ErrNotReady.Error() {
+		t.Errorf("Upgrade() before Ready() = %q, want %v", e.Err, upgrade.ErrNotReady)
 	}
 	if e, _ := find(events, "upgrade", false); e.Err != "" {
 		t.Errorf("Upgrade() = %s, want nil", e.Err)

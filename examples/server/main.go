@@ -65,6 +65,9 @@ func run(args []string) int {
 
 // serve runs the server until it is drained, and returns the drain's error.
 func serve(cfg demoflags.Config, logger *slog.Logger) error {
+	// SIGHUP upgrades the server in place, from here on.
+	upgrades := catchUpgrades()
+	defer upgrades.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	db, err := openStore(ctx, cfg.DB)
 	cancel()
@@ -111,7 +114,7 @@ func serve(cfg demoflags.Config, logger *slog.Logger) error {
 	// Registered last, so that systemd hears of each phase first.
 	var d *drain.Drainer
 	notifier := newNotifier(&d)
-	hooks = append(hooks, notifier)
+	hooks = append(hooks, upgrades.hook(notifier))
 	if len(hooks) != cfg.StopHooks() {
 		return fmt.Errorf("%d stop hooks, but demoflags.Config.StopHooks says %d", len(hooks), cfg.StopHooks())
 	}
@@ -120,17 +123,15 @@ func serve(cfg demoflags.Config, logger *slog.Logger) error {
 		drain.WithLogger(logger),
 	)...)
 
-	upgrader, lis, source, err := listen(cfg)
+	lis, source, err := upgrades.listen(cfg)
 	if err != nil {
 		return err
 	}
-	defer upgrader.Stop()
-	stopUpgrades := handleUpgrades(upgrader, d, notifier, logger)
-	defer stopUpgrades()
+	upgrades.start(d, notifier, logger)
 	// "serving" is logged at the first Accept: by then Serve handles
 	// SIGTERM and SIGINT, so whoever reads the record may signal at once.
 	return d.Serve(&announcingListener{Listener: lis, announce: func() {
-		ready(upgrader, notifier, logger, lis.Addr(), source)
+		upgrades.ready(notifier, logger, lis.Addr(), source)
 		logger.Info("serving",
 			"addr", lis.Addr().String(),
 			"listener", string(source),

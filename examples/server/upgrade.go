@@ -3,62 +3,131 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"sync"
 	"syscall"
 
 	"github.com/drainkit/drainkit/drain"
+	"github.com/drainkit/drainkit/examples/internal/demoflags"
+	"github.com/drainkit/drainkit/stophook"
 	"github.com/drainkit/drainkit/systemd"
 	"github.com/drainkit/drainkit/upgrade"
 )
 
-// handleUpgrades upgrades the server in place on SIGHUP, until the function
-// it returns is called:
+// upgrades upgrades the server in place on SIGHUP:
 //
-//   - SIGHUP starts the successor (the same binary path and arguments, so a
-//     new binary installed there) and waits up to -upgrade-timeout for it to
-//     serve. Once it does, this process hands the service over (systemd
-//     learns the successor's process ID) and drains; Serve returns the
-//     drain's result. If the successor exits or does not serve in time, it
-//     is killed, the failure is logged, and this process serves on.
-//   - SIGHUP during an upgrade is ignored, with a record that says so; one
-//     after a successful upgrade or once the server drains is refused.
-//   - SIGTERM or SIGINT during an upgrade abandons it: the successor, which
-//     has accepted nothing yet, is killed, and this process drains (Serve
-//     handles the signal). If the successor had already reported ready, the
+//   - SIGHUP starts the successor (the binary at the same path, with the
+//     same arguments, so a new binary installed there) and waits up to
+//     -upgrade-timeout for it to serve. Once it does, this process hands
+//     the service over (systemd learns the successor's process ID) and
+//     drains; Serve returns the drain's result. If the successor exits or
+//     does not serve in time, it is killed, the failure is logged, and this
+//     process serves on.
+//   - SIGHUP before the server serves, after a successful upgrade, or once
+//     the server drains, is refused with a record that says so; SIGHUP
+//     during an upgrade is ignored, with a record.
+//   - A drain that begins during an upgrade (SIGTERM, SIGINT) abandons it:
+//     the successor, which has accepted nothing yet, is killed, and this
+//     process drains. If the successor had already reported ready, the
 //     upgrade is complete: the successor serves, and this process drains.
 //
-// SIGTERM and SIGINT also stop the Upgrader, which closes its copy of the
-// socket, so that once the drain has closed the listener, connections are
-// refused (or, under socket activation, wait for the next process).
-func handleUpgrades(u *upgrade.Upgrader, d *drain.Drainer, n *systemd.Notifier, logger *slog.Logger) (stop func()) {
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, os.Interrupt)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
+// When the drain begins, the Upgrader is also stopped, which closes its
+// copy of the socket, so that once the drain has closed the listener,
+// connections are refused (or, under socket activation, wait for the next
+// process).
+type upgrades struct {
+	signals chan os.Signal
+	u       *upgrade.Upgrader // set by listen
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// catchUpgrades starts catching SIGHUP, which from now on asks for an
+// upgrade instead of killing the process. The signals are handled once
+// start is called.
+func catchUpgrades() *upgrades {
+	up := &upgrades{signals: make(chan os.Signal, 4), done: make(chan struct{})}
+	signal.Notify(up.signals, syscall.SIGHUP)
+	return up
+}
+
+// listen returns the server's listener, which comes, in order of
+// preference, from the process that this one replaces in an upgrade, from
+// systemd (socket activation, and -addr is not used), or from listening on
+// -addr. The source says which.
+func (up *upgrades) listen(cfg demoflags.Config) (net.Listener, systemd.Source, error) {
+	opts := []upgrade.Option{upgrade.WithReadyTimeout(cfg.UpgradeTimeout)}
+	if cfg.PIDFile != "" {
+		opts = append(opts, upgrade.WithPIDFile(cfg.PIDFile))
+	}
+	u, err := upgrade.New(opts...)
+	if err != nil {
+		return nil, "", err
+	}
+	lis, src, err := u.Listen("tcp", cfg.Addr)
+	if err != nil {
+		u.Stop()
+		return nil, "", err
+	}
+	up.u = u
+	return lis, src, nil
+}
+
+// ready tells the process's parent, in an upgrade, and systemd that the
+// server serves on addr, with a listener from src. A failure is logged: the
+// server serves all the same, and the parent gives the upgrade up at its
+// timeout.
+func (up *upgrades) ready(n *systemd.Notifier, logger *slog.Logger, addr net.Addr, src systemd.Source) {
+	if err := up.u.Ready(); err != nil {
+		logger.Warn("telling the parent process that the server serves", "err", err)
+	}
+	if err := n.Ready(fmt.Sprintf("serving on %s (listener: %s)", addr, src)); err != nil {
+		logger.Warn("telling systemd that the server serves", "err", err)
+	}
+}
+
+// hook returns the stop hook that notifies systemd through n and, when the
+// drain begins, stops the Upgrader.
+func (up *upgrades) hook(n *systemd.Notifier) stophook.Hook {
+	return &drainHook{up: up, n: n}
+}
+
+// drainHook is the hook of hook.
+type drainHook struct {
+	up *upgrades
+	n  *systemd.Notifier
+}
+
+func (h *drainHook) OnStop(ctx context.Context, e stophook.Event) error {
+	if e.Phase == stophook.DrainStart && h.up.u != nil {
+		h.up.u.Stop()
+	}
+	return h.n.OnStop(ctx, e)
+}
+
+func (h *drainHook) String() string { return h.n.String() }
+
+// start handles SIGHUP, those caught before included, until stop is
+// called: d is the server's drain, n its Notifier.
+func (up *upgrades) start(d *drain.Drainer, n *systemd.Notifier, logger *slog.Logger) {
+	up.wg.Add(1)
 	go func() {
-		defer wg.Done()
+		defer up.wg.Done()
 		results := make(chan error, 1)
 		upgrading := false
 		for {
 			select {
-			case <-done:
+			case <-up.done:
 				if upgrading {
 					// Stop has ended the upgrade: say so.
-					upgraded(<-results, u, n, logger)
+					up.upgraded(<-results, n, logger)
 				}
 				return
-			case sig := <-signals:
-				if sig != syscall.SIGHUP {
-					if upgrading {
-						logger.Warn("signal during an upgrade: abandoning it, the successor is killed unless it already serves", "signal", sig.String())
-					}
-					u.Stop()
-					continue
-				}
+			case sig := <-up.signals:
 				if upgrading {
 					logger.Warn("signal during an upgrade, ignored", "signal", sig.String())
 					continue
@@ -68,17 +137,17 @@ func handleUpgrades(u *upgrade.Upgrader, d *drain.Drainer, n *systemd.Notifier, 
 				if err := n.Reloading("upgrading: starting the successor"); err != nil {
 					logger.Warn("telling systemd of the upgrade", "err", err)
 				}
-				wg.Add(1)
+				up.wg.Add(1)
 				go func() {
-					defer wg.Done()
-					results <- u.Upgrade()
+					defer up.wg.Done()
+					results <- up.u.Upgrade()
 				}()
 			case err := <-results:
 				upgrading = false
-				if upgraded(err, u, n, logger) {
-					wg.Add(1)
+				if up.upgraded(err, n, logger) {
+					up.wg.Add(1)
 					go func() {
-						defer wg.Done()
+						defer up.wg.Done()
 						// Serve returns the result of this drain.
 						d.Drain(context.Background())
 					}()
@@ -86,29 +155,36 @@ func handleUpgrades(u *upgrade.Upgrader, d *drain.Drainer, n *systemd.Notifier, 
 			}
 		}
 	}()
-	return func() {
-		signal.Stop(signals)
-		u.Stop() // ends an upgrade in progress
-		close(done)
-		wg.Wait()
+}
+
+// stop stops catching SIGHUP, ends an upgrade in progress and waits for
+// the handling of signals to end.
+func (up *upgrades) stop() {
+	signal.Stop(up.signals)
+	if up.u != nil {
+		up.u.Stop()
 	}
+	close(up.done)
+	up.wg.Wait()
 }
 
 // upgraded logs the result of an upgrade, tells systemd, and reports
 // whether the upgrade succeeded: this process must then drain.
-func upgraded(err error, u *upgrade.Upgrader, n *systemd.Notifier, logger *slog.Logger) bool {
+func (up *upgrades) upgraded(err error, n *systemd.Notifier, logger *slog.Logger) bool {
 	switch {
 	case errors.Is(err, upgrade.ErrStopped):
 		logger.Info("upgrade abandoned: the server drains", "err", err)
 	case errors.Is(err, upgrade.ErrUpgraded):
 		logger.Warn("upgrade refused: the server was upgraded and drains", "err", err)
+	case errors.Is(err, upgrade.ErrNotReady):
+		logger.Warn("upgrade refused: the server does not serve yet", "err", err)
 	case err != nil:
 		logger.Warn("upgrade failed: the server serves on", "err", err)
 		if err := n.Ready("serving; the last upgrade failed: " + err.Error()); err != nil {
 			logger.Warn("telling systemd that the server serves", "err", err)
 		}
 	default:
-		handOver(u, n, logger)
+		up.handOver(n, logger)
 		return true
 	}
 	return false
@@ -118,8 +194,8 @@ func upgraded(err error, u *upgrade.Upgrader, n *systemd.Notifier, logger *slog.
 // serves the service from now on: with -pid-file, this process sends the
 // successor's process ID itself (for NotifyAccess=main); without, the
 // successor's READY=1 carries it (NotifyAccess=all).
-func handOver(u *upgrade.Upgrader, n *systemd.Notifier, logger *slog.Logger) {
-	pid, err := u.SuccessorPID()
+func (up *upgrades) handOver(n *systemd.Notifier, logger *slog.Logger) {
+	pid, err := up.u.SuccessorPID()
 	switch {
 	case errors.Is(err, upgrade.ErrNoPIDFile):
 		logger.Info("upgrade: the successor serves, draining")
