@@ -124,19 +124,9 @@ func (u *Upgrader) Ready() error {
 // once.
 func (u *Upgrader) Upgrade() error {
 	u.mu.Lock()
-	switch {
-	case u.stopped:
+	if err := u.refusal(); err != nil {
 		u.mu.Unlock()
-		return ErrStopped
-	case u.upgraded:
-		u.mu.Unlock()
-		return ErrUpgraded
-	case u.running:
-		u.mu.Unlock()
-		return ErrInProgress
-	case !u.ready:
-		u.mu.Unlock()
-		return ErrNotReady
+		return err
 	}
 	u.running = true
 	u.mu.Unlock()
@@ -153,6 +143,34 @@ func (u *Upgrader) Upgrade() error {
 		return fmt.Errorf("upgrade: %w", err)
 	}
 	u.upgraded = true
+	return nil
+}
+
+// Upgradable returns nil if Upgrade, called now, would start a successor,
+// and otherwise the error with which it would refuse: ErrNotReady,
+// ErrInProgress, ErrUpgraded or ErrStopped. It tells a caller what to
+// announce; the answer may change before Upgrade is called, if another
+// goroutine calls Upgrade, Ready or Stop.
+func (u *Upgrader) Upgradable() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.refusal()
+}
+
+// refusal returns the error with which Upgrade refuses to start, or nil.
+// u.mu must be held.
+func (u *Upgrader) refusal() error {
+	switch {
+	case u.upgraded:
+		// Stopped or not, the process is being replaced.
+		return ErrUpgraded
+	case u.stopped:
+		return ErrStopped
+	case u.running:
+		return ErrInProgress
+	case !u.ready:
+		return ErrNotReady
+	}
 	return nil
 }
 

@@ -95,6 +95,7 @@ func upgradeChild(mode string) int {
 	emit(u, "listen", event{Source: string(src), Addr: lis.Addr().String()})
 	if !u.HasParent() {
 		emit(u, "before ready", event{Err: errString(u.Upgrade())})
+		emit(u, "upgradable before ready", event{Err: errString(u.Upgradable())})
 	}
 	if err := u.Ready(); err != nil {
 		emit(u, "ready", event{Err: err.Error()})
@@ -136,9 +137,11 @@ func upgradeChild(mode string) int {
 		emit(u, "upgrade", event{Err: errString(<-upgraded)})
 		return 0
 	}
+	emit(u, "upgradable", event{Err: errString(u.Upgradable())})
 	err = u.Upgrade()
 	emit(u, "upgrade", event{Err: errString(err)})
 	if err == nil {
+		u.Stop() // as a drain that follows does
 		emit(u, "again", event{Err: errString(u.Upgrade())})
 		pid, err := u.SuccessorPID()
 		emit(u, "successor", event{Addr: strconv.Itoa(pid), Err: errString(err)})
@@ -231,11 +234,17 @@ func TestUpgrade(t *testing.T) {
 	if e, _ := find(events, "before ready", false); e.Err != upgrade.ErrNotReady.Error() {
 		t.Errorf("Upgrade() before Ready() = %q, want %v", e.Err, upgrade.ErrNotReady)
 	}
+	if e, _ := find(events, "upgradable before ready", false); e.Err != upgrade.ErrNotReady.Error() {
+		t.Errorf("Upgradable() before Ready() = %q, want %v", e.Err, upgrade.ErrNotReady)
+	}
+	if e, _ := find(events, "upgradable", false); e.Err != "" {
+		t.Errorf("Upgradable() after Ready() = %q, want nil", e.Err)
+	}
 	if e, _ := find(events, "upgrade", false); e.Err != "" {
 		t.Errorf("Upgrade() = %s, want nil", e.Err)
 	}
 	if e, _ := find(events, "again", false); !strings.Contains(e.Err, upgrade.ErrUpgraded.Error()) {
-		t.Errorf("Upgrade() after an upgrade = %q, want %v", e.Err, upgrade.ErrUpgraded)
+		t.Errorf("Upgrade() after an upgrade and Stop() = %q, want %v", e.Err, upgrade.ErrUpgraded)
 	}
 	if e, _ := find(events, "successor", false); e.Err != "" || e.Addr != strconv.Itoa(second.PID) {
 		t.Errorf("SuccessorPID() = %s, %q; want %d, nil", e.Addr, e.Err, second.PID)

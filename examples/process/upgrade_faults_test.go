@@ -3,12 +3,16 @@
 package process_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // successorStarted is the record that the stand-in successors write.
@@ -165,5 +169,70 @@ func TestUpgradeInterruptedBySIGTERM(t *testing.T) {
 	rec := s.waitLog("the abandoned upgrade's record", isMsg("upgrade abandoned: the server drains"))
 	if err := rec.str("err"); !strings.Contains(err, "successor killed") {
 		t.Errorf("the abandoned upgrade's record: err %q, want it to say the successor was killed", err)
+	}
+}
+
+// The calls in flight on the old server when its successor takes over end
+// normally during its drain, and a SIGHUP sent to the old server while it
+// drains is refused.
+func TestUpgradeInFlightCallsFinish(t *testing.T) {
+	const sleep = 2 * time.Second
+	addr, socket := heldSocket(t)
+	s := startDemo(t, "A", demoStart{
+		args:   []string{"-db", dbPath(t), "-readiness-delay=0s", "-grace=20s", "-upgrade-timeout=10s"},
+		socket: socket,
+	})
+
+	// A Sleep the old server has accepted: its headers were sent before
+	// an Echo on the same connection was answered.
+	w := &headerWatcher{method: sleepMethod, sent: make(chan struct{}, 1)}
+	_, c := dial(t, addr, grpc.WithStatsHandler(w))
+	slept := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), sleep+defaultTestTimeout)
+		defer cancel()
+		_, err := c.Sleep(ctx, durationpb.New(sleep))
+		slept <- err
+	}()
+	select {
+	case <-w.sent:
+	case <-time.After(defaultTestTimeout):
+		t.Fatalf("Sleep not sent after %v", defaultTestTimeout)
+	}
+	if err := echo(c, "after the sleep"); err != nil {
+		t.Fatalf("Echo() = %v, want nil", err)
+	}
+
+	s.signal(syscall.SIGHUP)
+	s.waitLog("the upgrade's success", isMsg("upgrade: the successor serves, draining"))
+	s.waitLog("the old server's Graceful phase", isPhase("Graceful"))
+	s.signal(syscall.SIGHUP)
+	rec := s.waitLog("the refused upgrade", isMsg("upgrade refused: the server was upgraded and drains"))
+	if !strings.Contains(rec.str("err"), "already upgraded") {
+		t.Errorf("the refused upgrade's record: err %q, want %q", rec.str("err"), "already upgraded")
+	}
+	if n := len(s.log.find(isMsg("upgrade: starting the successor"))); n != 1 {
+		t.Errorf("%d records of an upgrade starting, want 1: the second SIGHUP was refused", n)
+	}
+
+	select {
+	case err := <-slept:
+		if err != nil {
+			t.Errorf("Sleep(%v) in flight during the upgrade = %v, want nil", sleep, err)
+		}
+	case <-time.After(sleep + defaultTestTimeout):
+		t.Fatalf("Sleep(%v) still running %v later", sleep, sleep+defaultTestTimeout)
+	}
+	select {
+	case <-s.exited:
+	case <-time.After(defaultTestTimeout):
+		t.Fatalf("server A still runs %v after its last call ended", defaultTestTimeout)
+	}
+	if code := s.state.ExitCode(); code != exitOK {
+		t.Errorf("server A exit status = %d, want %d", code, exitOK)
+	}
+	// The successor serves on.
+	if err := echo(c, "after the upgrade"); err != nil {
+		t.Errorf("Echo() after the upgrade = %v, want nil", err)
 	}
 }

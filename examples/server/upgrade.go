@@ -28,8 +28,9 @@ import (
 //     does not serve in time, it is killed, the failure is logged, and this
 //     process serves on.
 //   - SIGHUP before the server serves, after a successful upgrade, or once
-//     the server drains, is refused with a record that says so; SIGHUP
-//     during an upgrade is ignored, with a record.
+//     the server drains, is refused with a record that says so (and
+//     systemd hears nothing of it); SIGHUP during an upgrade is ignored,
+//     with a record.
 //   - A drain that begins during an upgrade (SIGTERM, SIGINT) abandons it:
 //     the successor, which has accepted nothing yet, is killed, and this
 //     process drains. If the successor had already reported ready, the
@@ -132,6 +133,10 @@ func (up *upgrades) start(d *drain.Drainer, n *systemd.Notifier, logger *slog.Lo
 					logger.Warn("signal during an upgrade, ignored", "signal", sig.String())
 					continue
 				}
+				if err := up.u.Upgradable(); err != nil {
+					refused(err, sig, logger)
+					continue
+				}
 				upgrading = true
 				logger.Info("upgrade: starting the successor", "signal", sig.String())
 				if err := n.Reloading("upgrading: starting the successor"); err != nil {
@@ -174,10 +179,8 @@ func (up *upgrades) upgraded(err error, n *systemd.Notifier, logger *slog.Logger
 	switch {
 	case errors.Is(err, upgrade.ErrStopped):
 		logger.Info("upgrade abandoned: the server drains", "err", err)
-	case errors.Is(err, upgrade.ErrUpgraded):
-		logger.Warn("upgrade refused: the server was upgraded and drains", "err", err)
-	case errors.Is(err, upgrade.ErrNotReady):
-		logger.Warn("upgrade refused: the server does not serve yet", "err", err)
+	case errors.Is(err, upgrade.ErrUpgraded), errors.Is(err, upgrade.ErrNotReady), errors.Is(err, upgrade.ErrInProgress):
+		refused(err, syscall.SIGHUP, logger)
 	case err != nil:
 		logger.Warn("upgrade failed: the server serves on", "err", err)
 		if err := n.Ready("serving; the last upgrade failed: " + err.Error()); err != nil {
@@ -188,6 +191,22 @@ func (up *upgrades) upgraded(err error, n *systemd.Notifier, logger *slog.Logger
 		return true
 	}
 	return false
+}
+
+// refused logs why the upgrade that sig asked for does not start.
+func refused(err error, sig os.Signal, logger *slog.Logger) {
+	msg := "upgrade refused"
+	switch {
+	case errors.Is(err, upgrade.ErrNotReady):
+		msg = "upgrade refused: the server does not serve yet"
+	case errors.Is(err, upgrade.ErrUpgraded):
+		msg = "upgrade refused: the server was upgraded and drains"
+	case errors.Is(err, upgrade.ErrStopped):
+		msg = "upgrade refused: the server drains"
+	case errors.Is(err, upgrade.ErrInProgress):
+		msg = "signal during an upgrade, ignored"
+	}
+	logger.Warn(msg, "signal", sig.String(), "err", err)
 }
 
 // handOver logs that the successor serves, and tells systemd that it
