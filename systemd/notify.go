@@ -30,10 +30,14 @@ type Notifier struct {
 	handedOver bool // guarded by mu
 }
 
-// NewNotifier returns a Notifier with the given options.
+// NewNotifier returns a Notifier with the given options. It panics if an
+// option is nil, naming it.
 func NewNotifier(opts ...Option) *Notifier {
 	o := defaultOptions()
-	for _, opt := range opts {
+	for i, opt := range opts {
+		if opt == nil {
+			panic(fmt.Sprintf("systemd: NewNotifier: option %d is nil", i))
+		}
 		opt.apply(&o)
 	}
 	return &Notifier{o: o}

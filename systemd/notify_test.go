@@ -317,6 +317,7 @@ func TestOptionsPanic(t *testing.T) {
 	}{
 		{name: "nil budget", opt: func() { systemd.WithStopBudget(nil) }},
 		{name: "negative margin", opt: func() { systemd.WithTimeoutMargin(-time.Second) }},
+		{name: "nil option", opt: func() { systemd.NewNotifier(nil) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			defer func() {

@@ -24,7 +24,9 @@ var (
 	// ErrUpgraded is returned by Upgrade once an upgrade has succeeded:
 	// the process is being replaced.
 	ErrUpgraded = errors.New("upgrade: already upgraded")
-	// ErrStopped is returned by Upgrade after Stop.
+	// ErrStopped is returned by Upgrade after Stop (unless an upgrade
+	// succeeded before: ErrUpgraded), and wrapped by the error of an
+	// upgrade that Stop ended.
 	ErrStopped = errors.New("upgrade: stopped")
 	// ErrNotReady is returned by Upgrade before Ready: a process that
 	// does not serve yet is not replaced.
@@ -50,10 +52,13 @@ type Upgrader struct {
 // New returns the process's Upgrader. When the process is the successor in
 // an upgrade, it takes the sockets that its parent passed. It returns an
 // error if an Upgrader already exists in the process, or if the sockets
-// passed cannot be read.
+// passed cannot be read. It panics if an option is nil, naming it.
 func New(opts ...Option) (*Upgrader, error) {
 	o := defaultOptions()
-	for _, opt := range opts {
+	for i, opt := range opts {
+		if opt == nil {
+			panic(fmt.Sprintf("upgrade: New: option %d is nil", i))
+		}
 		opt.apply(&o)
 	}
 	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: o.readyTimeout, PIDFile: o.pidFile})
