@@ -97,12 +97,14 @@ func (up *upgrades) hook(n *systemd.Notifier) stophook.Hook {
 	return &drainHook{up: up, n: n}
 }
 
-// drainHook is the hook of hook.
+// drainHook notifies systemd of each event of the drain, and stops the
+// Upgrader when the drain begins.
 type drainHook struct {
 	up *upgrades
 	n  *systemd.Notifier
 }
 
+// OnStop stops the Upgrader at DrainStart, then notifies systemd.
 func (h *drainHook) OnStop(ctx context.Context, e stophook.Event) error {
 	if e.Phase == stophook.DrainStart && h.up.u != nil {
 		h.up.u.Stop()
@@ -110,6 +112,7 @@ func (h *drainHook) OnStop(ctx context.Context, e stophook.Event) error {
 	return h.n.OnStop(ctx, e)
 }
 
+// String names the hook in the drain's errors.
 func (h *drainHook) String() string { return h.n.String() }
 
 // start handles SIGHUP, those caught before included, until stop is
