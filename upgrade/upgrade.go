@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,16 @@ var (
 	ErrNotReady = errors.New("upgrade: the process has not reported ready")
 	// ErrNoPIDFile is returned by SuccessorPID without WithPIDFile.
 	ErrNoPIDFile = errors.New("upgrade: no PID file (WithPIDFile)")
+)
+
+const (
+	// tableflipNotReady is the message of tableflip's refusal of an
+	// upgrade before its goroutine has taken the readiness in (errNotReady
+	// in tableflip v1.2.3).
+	tableflipNotReady = "process is not ready yet"
+	// maxNotReady bounds the requests Upgrade repeats after that refusal:
+	// each is taken first with even odds.
+	maxNotReady = 64
 )
 
 // An Upgrader starts the successor of the process and hands it the
@@ -137,6 +148,16 @@ func (u *Upgrader) Upgrade() error {
 	u.mu.Unlock()
 
 	err := u.tf.Upgrade()
+	// tableflip's goroutine takes the readiness that Ready reported and
+	// an upgrade request in either order when both are pending, and then
+	// refuses the request as too early. The process is ready: ask again.
+	for range maxNotReady {
+		if err == nil || err.Error() != tableflipNotReady {
+			break
+		}
+		runtime.Gosched()
+		err = u.tf.Upgrade()
+	}
 
 	u.mu.Lock()
 	defer u.mu.Unlock()
