@@ -14,6 +14,10 @@
 //   - client: client interceptors that read what a draining server did,
 //     retry what is safe and resume server streams, and a registry that
 //     finds ClientConns left open.
+//   - systemd: on one host, the listening socket systemd passes (socket
+//     activation, so that restarts refuse no connection) and sd_notify.
+//   - upgrade: an in-place upgrade that hands the listening socket to a
+//     successor and drains once the successor serves.
 //
 // A server adds two lines to grpc.NewServer and serves through the Drainer:
 //

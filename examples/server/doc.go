@@ -18,12 +18,23 @@
 //	-stubborn         make Sleep ignore its context, so that only a forced stop ends it
 //	-otel             "none" (default), or "stdout": spans, then metrics at the end of a drain, as JSON on standard output
 //	-log              "text" (default), key=value lines for a terminal, or "json", one object per line
+//	-upgrade-timeout  on SIGHUP, how long to wait for the successor to serve (default 30s)
+//	-pid-file         file to write the process ID to once serving (default none)
+//
+// Under systemd with a .socket unit (examples/systemd), it serves the socket
+// systemd passes, and -addr is not used; it notifies systemd (sd_notify)
+// that it serves, that it drains, and of each phase. On SIGHUP it upgrades
+// in place: it starts its successor (the binary at the same path, with the
+// same flags) with the listening socket, waits up to -upgrade-timeout for
+// it to serve, then drains; if the successor fails, it serves on. See
+// upgrade.go for a second SIGHUP, and SIGTERM, during an upgrade.
 //
 // Durations need a unit (10s, not 10) and are at most 1h. -h prints the
 // usage on standard output.
 //
 // It logs to standard error: "serving", with the address actually listened
-// on in "addr", once it accepts connections and handles signals (a signal
+// on in "addr", where the listener came from in "listener" ("systemd",
+// "listen" or "upgrade") and the process ID in "pid", once it accepts connections and handles signals (a signal
 // sent before may kill it outright); then, on a signal, one "drain phase"
 // record per phase and a "drain finished" record with the report; and last
 // an "exit" record with the exit status.

@@ -75,8 +75,11 @@ func run(args []string) int {
 // serve runs the server until it is drained, and returns the drain's error.
 // A signal caught by sigs during start-up ends it: serve returns nil.
 func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals) error {
+	// SIGHUP upgrades the server in place, from here on.
+	upgrades := catchUpgrades()
+	defer upgrades.stop()
 	// The port first: when it is taken, nothing else is done or created.
-	lis, err := net.Listen("tcp", cfg.Addr)
+	lis, source, err := upgrades.listen(cfg)
 	if err != nil {
 		return err
 	}
@@ -128,20 +131,28 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals) error
 	hooks = append(hooks, tel.flushHooks...)
 	hooks = append(hooks, stophook.Closer("sqlite", db))
 	hooks = append(hooks, tel.recordHooks...)
+	// Registered last, so that systemd hears of each phase first.
+	var d *drain.Drainer
+	notifier := newNotifier(&d)
+	hooks = append(hooks, upgrades.hook(notifier))
 	if len(hooks) != cfg.StopHooks() {
 		return fmt.Errorf("%d stop hooks, but demoflags.Config.StopHooks says %d", len(hooks), cfg.StopHooks())
 	}
-	d := drain.New(srv, tracker, append(cfg.DrainOptions(hooks...),
+	d = drain.New(srv, tracker, append(cfg.DrainOptions(hooks...),
 		drain.WithHealth(h),
 		drain.WithLogger(logger),
 		drain.WithSignals(sigs),
 	)...)
 
+	upgrades.start(d, notifier, logger)
 	// "serving" is logged at the first Accept: by then Serve handles
 	// SIGTERM and SIGINT, so whoever reads the record may signal at once.
 	return d.Serve(&announcingListener{Listener: lis, announce: func() {
+		upgrades.ready(notifier, logger, lis.Addr(), source)
 		logger.Info("serving",
 			"addr", lis.Addr().String(),
+			"listener", string(source),
+			"pid", os.Getpid(),
 			"db", cfg.DB,
 			"stubborn", cfg.Stubborn,
 			"otel", cfg.Otel,

@@ -39,6 +39,10 @@ type Config struct {
 	Stubborn       bool          // -stubborn: Sleep ignores its context
 	Otel           string        // -otel: OtelNone or OtelStdout
 	Log            string        // -log: LogText or LogJSON
+
+	// In-place upgrades on SIGHUP.
+	UpgradeTimeout time.Duration // -upgrade-timeout: upgrade.WithReadyTimeout
+	PIDFile        string        // -pid-file: upgrade.WithPIDFile, if not empty
 }
 
 // Default returns the configuration of a server started without flags.
@@ -51,6 +55,8 @@ func Default() Config {
 		ForceWait:   time.Second,
 		Otel:        OtelNone,
 		Log:         LogText,
+
+		UpgradeTimeout: 30 * time.Second,
 	}
 }
 
@@ -79,6 +85,8 @@ func ParseCommandLine(args []string, stdout, stderr io.Writer) (Config, error) {
 	fs.Var(&durationValue{&c.ForceWait}, "force-wait", "`duration` to wait for handlers after the forced stop before reporting them as leaked")
 	fs.BoolVar(&c.Stubborn, "stubborn", c.Stubborn, "make Sleep ignore its context, so that only a forced stop ends it")
 	fs.StringVar(&c.Otel, "otel", c.Otel, "telemetry: \"none\", or \"stdout\" for spans and metrics as JSON on standard output")
+	fs.Var(&durationValue{&c.UpgradeTimeout}, "upgrade-timeout", "`duration` to wait, on SIGHUP, for the successor to serve before giving up the upgrade")
+	fs.StringVar(&c.PIDFile, "pid-file", c.PIDFile, "`file` to write the process ID to once serving, for systemd's PIDFile= (none if empty)")
 	fs.StringVar(&c.Log, "log", c.Log, "log `format` on standard error: \"text\", one line of key=value pairs per record, for a terminal; or \"json\", one object per line, for log collectors")
 
 	err := fs.Parse(args)
@@ -148,6 +156,12 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s %v: above the limit of %s", f.name, f.d, short(MaxDuration))
 		}
 	}
+	if c.UpgradeTimeout <= 0 {
+		return fmt.Errorf("-upgrade-timeout %v: must be positive", c.UpgradeTimeout)
+	}
+	if c.UpgradeTimeout > MaxDuration {
+		return fmt.Errorf("-upgrade-timeout %v: above the limit of %s", c.UpgradeTimeout, short(MaxDuration))
+	}
 	if c.Otel != OtelNone && c.Otel != OtelStdout {
 		return fmt.Errorf("-otel %q: want %q or %q", c.Otel, OtelNone, OtelStdout)
 	}
@@ -158,14 +172,15 @@ func (c Config) Validate() error {
 }
 
 // StopHooks returns the number of stop hooks the server registers with its
-// drain: one that closes the store, and with -otel=stdout two more, one
-// that records the drain and one that flushes the telemetry. The drain's
-// budget grows with it, each hook call being bounded by the hook timeout.
+// drain: one that closes the store, one that notifies systemd (a no-op
+// outside systemd), and with -otel=stdout two more, one that records the
+// drain and one that flushes the telemetry. The drain's budget grows with
+// it, each hook call being bounded by the hook timeout.
 func (c Config) StopHooks() int {
 	if c.Otel == OtelStdout {
-		return 3
+		return 4
 	}
-	return 1
+	return 2
 }
 
 // DrainOptions returns the options of the server's drain that its flags

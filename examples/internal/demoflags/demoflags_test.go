@@ -25,11 +25,12 @@ func TestParse(t *testing.T) {
 		{name: "defaults", want: func(*demoflags.Config) {}},
 		{
 			name: "every flag",
-			args: []string{"-addr=0.0.0.0:8080", "-db", "/tmp/x.db", "-readiness-delay=5s", "-grace=1m", "-cancel-grace=2s", "-force-wait=0", "-stubborn", "-otel=stdout", "-log=json"},
+			args: []string{"-addr=0.0.0.0:8080", "-db", "/tmp/x.db", "-readiness-delay=5s", "-grace=1m", "-cancel-grace=2s", "-force-wait=0", "-stubborn", "-otel=stdout", "-log=json", "-upgrade-timeout=5s", "-pid-file=/run/demo.pid"},
 			want: func(c *demoflags.Config) {
 				*c = demoflags.Config{
 					Addr: "0.0.0.0:8080", DB: "/tmp/x.db", ReadinessDelay: 5 * time.Second, Grace: time.Minute,
 					CancelGrace: 2 * time.Second, Stubborn: true, Otel: demoflags.OtelStdout, Log: demoflags.LogJSON,
+					UpgradeTimeout: 5 * time.Second, PIDFile: "/run/demo.pid",
 				}
 			},
 		},
@@ -88,6 +89,7 @@ func TestParseErrors(t *testing.T) {
 		{name: "empty database", args: []string{"-db="}, wantErr: "-db: empty file name"},
 		{name: "database with a query", args: []string{"-db=x.db?mode=ro"}, wantErr: "must not contain '?'"},
 		{name: "unknown flag", args: []string{"-grace-period=1s"}, wantErr: "grace-period"},
+		{name: "zero upgrade timeout", args: []string{"-upgrade-timeout=0s"}, wantErr: "-upgrade-timeout 0s: must be positive"},
 		{name: "argument", args: []string{"serve"}, wantErr: `unexpected argument "serve"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,7 +120,7 @@ func TestParseCommandLineHelp(t *testing.T) {
 			}
 			for _, want := range []string{
 				"-addr", "-db", "-readiness-delay", "-grace", "-cancel-grace", "-force-wait", "-stubborn", "-otel",
-				`-log format`, `(default "text")`, "at most 1h", "-grace duration",
+				"-upgrade-timeout duration", "-pid-file file", `-log format`, `(default "text")`, "at most 1h", "-grace duration",
 			} {
 				if !strings.Contains(stdout.String(), want) {
 					t.Errorf("ParseCommandLine(%s) usage does not mention %q:\n%s", arg, want, stdout.String())
@@ -169,8 +171,8 @@ func TestStopHooks(t *testing.T) {
 		otel string
 		want int
 	}{
-		{name: "no telemetry", otel: demoflags.OtelNone, want: 1},
-		{name: "stdout telemetry", otel: demoflags.OtelStdout, want: 3},
+		{name: "no telemetry", otel: demoflags.OtelNone, want: 2},
+		{name: "stdout telemetry", otel: demoflags.OtelStdout, want: 4},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := demoflags.Default()

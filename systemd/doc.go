@@ -1,0 +1,53 @@
+// Package systemd is drainkit's side of systemd on one host: the listening
+// socket that systemd passes to a socket-activated service, and the
+// notifications (sd_notify) through which the service tells systemd that it
+// serves, that it drains, where the drain stands and how long it may take.
+//
+// # Socket activation
+//
+// With a .socket unit, systemd opens the listening socket itself and keeps
+// it open across restarts of the service: between the exit of one process
+// and the start of the next, new connections wait in the socket's backlog
+// instead of being refused. Listen returns that socket when systemd passed
+// one (LISTEN_PID and LISTEN_FDS, read through go-systemd's activation
+// package), and listens on the given address otherwise.
+//
+// A drain never closes systemd's copy of the socket, whatever it closes. A
+// file descriptor is a reference to the socket; the socket is closed when
+// its last reference is. systemd keeps its reference in its own descriptor
+// table, which nothing in the service can reach, and Listen keeps none of
+// the passed descriptor (net.FileListener duplicates it, and Listen closes
+// the original). So when the drain's GracefulStop closes the listener, it
+// closes the process's reference alone, and the socket goes on listening.
+// The one call that would act on the socket for every holder, shutdown(2),
+// is not made by net.Listener.Close, by grpc.Server or by the drain.
+//
+// Listen refuses, with an error that says what was wrong, a passed
+// descriptor that is not open, not a socket, not a stream socket, not
+// listening, or of another address family than the network asked for; more
+// or fewer than one descriptor; and LISTEN_PID naming another process. It
+// checks the descriptor before it takes it over, and closes nothing it
+// refuses: a descriptor that systemd did not pass may be one of the
+// process's own. On all of these
+// sd_listen_fds(3) would return 0 or a socket the caller cannot serve, and a
+// server that listened on its own address instead would either fail (systemd
+// holds the address) or serve where nobody connects. The caller is expected
+// to exit with the error, so that systemd reports the misconfiguration.
+//
+// # Notifications
+//
+// A Notifier sends sd_notify messages through go-systemd's daemon package:
+// READY=1 once serving (Ready), RELOADING=1 while an upgrade starts a
+// successor (Reloading), and, as a stophook.Hook given to the drain,
+// STOPPING=1 when the drain starts, STATUS= with the phase at each event (so
+// that systemctl status shows it), and EXTEND_TIMEOUT_USEC= with what remains
+// of the drain's budget, so that systemd's stop timeout follows the drain
+// rather than cutting it short. Outside systemd, with NOTIFY_SOCKET unset,
+// every method does nothing and returns nil.
+//
+// After an upgrade has handed the service over to a successor (HandOver),
+// the Notifier of the old process falls silent: its STOPPING=1 would
+// otherwise stop the unit that the successor now serves.
+//
+// The package never installs signal handlers, and logs nothing.
+package systemd

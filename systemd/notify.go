@@ -1,0 +1,144 @@
+package systemd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/drainkit/drainkit/stophook"
+)
+
+// A Notifier tells systemd what the service does, through the socket named
+// by NOTIFY_SOCKET (sd_notify(3)). It is a stophook.Hook: given to the drain
+// with drain.WithHooks, it reports each phase of the drain. Register it last,
+// so that it is called first: hooks run in reverse order of registration.
+//
+// Outside systemd (NOTIFY_SOCKET unset) every method does nothing and
+// returns nil. The variable is read at each message and left set, so that a
+// successor started by an upgrade can notify too. Its methods are safe for
+// concurrent use.
+type Notifier struct {
+	o options
+
+	mu         sync.Mutex
+	handedOver bool // guarded by mu
+}
+
+// NewNotifier returns a Notifier with the given options. It panics if an
+// option is nil, naming it.
+func NewNotifier(opts ...Option) *Notifier {
+	o := defaultOptions()
+	for i, opt := range opts {
+		if opt == nil {
+			panic(fmt.Sprintf("systemd: NewNotifier: option %d is nil", i))
+		}
+		opt.apply(&o)
+	}
+	return &Notifier{o: o}
+}
+
+// Ready tells systemd that the service is ready: READY=1, with MAINPID= set
+// to this process, so that a successor started by an upgrade becomes the
+// main process of its unit (which needs NotifyAccess=all), and STATUS= set to
+// status. It also ends a reload that Reloading started.
+func (n *Notifier) Ready(status string) error {
+	return n.send("READY=1", "MAINPID="+strconv.Itoa(os.Getpid()), "STATUS="+status)
+}
+
+// Reloading tells systemd that the service is reloading: RELOADING=1 with
+// MONOTONIC_USEC=, as Type=notify-reload asks, and STATUS= set to status. It
+// is to be followed by Ready, from this process when the reload failed and
+// from the successor when it succeeded.
+func (n *Notifier) Reloading(status string) error {
+	return n.send("RELOADING=1", strings.TrimSuffix(daemon.SdNotifyMonotonicUsec(), "\n"), "STATUS="+status)
+}
+
+// Status sets the service's status line, shown by systemctl status.
+func (n *Notifier) Status(status string) error {
+	return n.send("STATUS=" + status)
+}
+
+// HandOver tells the Notifier that this process no longer speaks for the
+// service: an upgrade has started a successor that serves it. When pid is
+// positive, it first sends MAINPID=pid, which makes the successor the main
+// process of the unit under NotifyAccess=main too. Every later message is
+// dropped, and the drain that follows tells systemd nothing: its STOPPING=1
+// would stop the unit that the successor now serves.
+func (n *Notifier) HandOver(pid int) error {
+	var err error
+	if pid > 0 {
+		err = n.send("MAINPID=" + strconv.Itoa(pid))
+	}
+	n.mu.Lock()
+	n.handedOver = true
+	n.mu.Unlock()
+	return err
+}
+
+// OnStop reports an event of the drain: at DrainStart STOPPING=1, at every
+// event STATUS= with the phase and EXTEND_TIMEOUT_USEC= with what remains of
+// the budget given by WithStopBudget, plus the margin. A message that
+// cannot be sent is an error, which joins the drain's: systemd did not hear
+// that the service stops.
+func (n *Notifier) OnStop(_ context.Context, e stophook.Event) error {
+	var state []string
+	if e.Phase == stophook.DrainStart {
+		state = append(state, "STOPPING=1")
+	}
+	state = append(state, "STATUS="+phaseStatus(e))
+	if n.o.budget != nil {
+		remaining := n.o.budget() - time.Since(e.Started)
+		if remaining < 0 {
+			remaining = 0
+		}
+		state = append(state, "EXTEND_TIMEOUT_USEC="+strconv.FormatInt((remaining+n.o.margin).Microseconds(), 10))
+	}
+	return n.send(state...)
+}
+
+// String names the hook in the drain's errors.
+func (n *Notifier) String() string { return "systemd.Notifier" }
+
+// phaseStatus returns the status line of a drain's event.
+func phaseStatus(e stophook.Event) string {
+	switch e.Phase {
+	case stophook.DrainStart:
+		return fmt.Sprintf("draining: NotReady, health NOT_SERVING, %d RPCs in flight", e.InFlight)
+	case stophook.GoAway:
+		return fmt.Sprintf("draining: Graceful, GOAWAY sent, %d RPCs in flight", e.InFlight)
+	case stophook.GraceTimeout:
+		return fmt.Sprintf("draining: Cancel, %d RPCs in flight, %d handlers cancelled", e.InFlight, e.Cancelled)
+	case stophook.Forced:
+		return fmt.Sprintf("draining: Force, stopping with %d RPCs in flight", e.InFlight)
+	case stophook.Stopped:
+		if len(e.Leaked) > 0 {
+			return fmt.Sprintf("drained: %d handlers leaked", len(e.Leaked))
+		}
+		return "drained"
+	}
+	return "draining: " + e.Phase.String()
+}
+
+// send sends the assignments in one datagram, unless the process has handed
+// the service over.
+func (n *Notifier) send(state ...string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.handedOver {
+		return nil
+	}
+	// A newline in a value would start another assignment.
+	for i, s := range state {
+		state[i] = strings.ReplaceAll(s, "\n", " ")
+	}
+	if _, err := daemon.SdNotify(false, strings.Join(state, "\n")); err != nil {
+		return fmt.Errorf("systemd: notifying %q: %w", os.Getenv("NOTIFY_SOCKET"), err)
+	}
+	return nil
+}

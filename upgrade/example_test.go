@@ -1,0 +1,66 @@
+package upgrade_test
+
+import (
+	"context"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/drainkit/drainkit/drain"
+	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/upgrade"
+)
+
+// A server that upgrades in place on SIGHUP: the listener comes from the
+// parent in an upgrade, from systemd, or from listening; Ready is called
+// once the server accepts; on SIGHUP, a successful upgrade drains this
+// process, whose Serve then returns, and a failed one is logged. SIGTERM
+// stops the Upgrader, and Serve drains. (Not run: it starts processes.)
+func Example() {
+	u, err := upgrade.New(upgrade.WithReadyTimeout(30 * time.Second))
+	if err != nil {
+		log.Print(err)
+		return
+	}
+	defer u.Stop()
+	lis, src, err := u.Listen("tcp", "127.0.0.1:50051")
+	if err != nil {
+		log.Print(err)
+		return
+	}
+	log.Printf("listener from %s", src)
+
+	t := interceptors.NewTracker()
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(t.StreamServerInterceptor()),
+	)
+	d := drain.New(srv, t)
+
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM)
+	go func() {
+		for sig := range signals {
+			if sig != syscall.SIGHUP {
+				u.Stop()
+				continue
+			}
+			if err := u.Upgrade(); err != nil {
+				log.Printf("upgrade failed, serving on: %v", err)
+				continue
+			}
+			d.Drain(context.Background())
+		}
+	}()
+	// In a real server, once it accepts connections (see examples/server).
+	if err := u.Ready(); err != nil {
+		log.Print(err)
+	}
+	if err := d.Serve(lis); err != nil {
+		log.Print(err)
+	}
+}
