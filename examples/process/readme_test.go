@@ -340,14 +340,14 @@ func parseTextRecord(line string) (textRecord, error) {
 var leakedAges = regexp.MustCompile(`\(age [0-9.]+[µnm]?s\)`)
 
 // variableKey reports whether the value of key depends on the run rather
-// than on what the README describes: times and durations, the address and
-// the database (the test's own), the drain's budget and the bounds of its
-// phases (of the test's waits),
-// and counts of RPCs, which include the server reflection streams of
-// grpcurl in the README and not in the test.
+// than on what the README describes: times and durations, the address, the
+// process id and the database (the test's own), the drain's budget and the
+// bounds of its phases (of the test's waits), and counts of RPCs, which
+// include the server reflection streams of grpcurl in the README and not in
+// the test.
 func variableKey(key string) bool {
 	switch key {
-	case "time", "addr", "db", "drain_budget", "report.cancelled", "max", "left":
+	case "time", "addr", "pid", "db", "drain_budget", "report.cancelled", "max", "left":
 		return true
 	}
 	return strings.HasSuffix(key, "duration") || strings.HasSuffix(key, "in_flight")
