@@ -304,7 +304,8 @@ func parseSystemdTimespan(s string) (time.Duration, error) {
 }
 
 // checkSystemd checks a unit file: ExecStart runs the server with valid
-// flags, KillMode=mixed sends SIGTERM to the server alone, KillSignal is one
+// flags, KillMode=control-group sends SIGTERM to every process of the
+// service (an old server still draining after an upgrade included), KillSignal is one
 // that drains, and TimeoutStopSec covers the drain's budget with a margin.
 // It returns the budget.
 func checkSystemd(unit []byte) (time.Duration, error) {
@@ -325,11 +326,11 @@ func checkSystemd(unit []byte) (time.Duration, error) {
 		return 0, fmt.Errorf("ExecStart: %w", err)
 	}
 
-	if mode, _ := u.last("Service", "KillMode"); mode != "mixed" {
+	if mode, _ := u.last("Service", "KillMode"); mode != "control-group" {
 		if mode == "" {
-			mode = "unset, so control-group"
+			mode = "unset"
 		}
-		return 0, fmt.Errorf("KillMode is %s, want mixed: SIGTERM to the server alone, SIGKILL to everything only after TimeoutStopSec", mode)
+		return 0, fmt.Errorf("KillMode is %s, want control-group, said aloud: SIGTERM to every process of the service, an old server draining after an upgrade included, SIGKILL only after TimeoutStopSec", mode)
 	}
 	if sig, ok := u.last("Service", "KillSignal"); ok {
 		switch strings.TrimPrefix(sig, "SIG") {
@@ -475,9 +476,9 @@ func TestCheckSystemd(t *testing.T) {
 		{name: "stop timeout infinite", old: shippedTimeout, new: "TimeoutStopSec=infinity", wantErr: "not bounded"},
 		{name: "stop timeout missing", old: shippedTimeout, new: "", wantErr: "no TimeoutStopSec"},
 		{name: "drain grace period raised", old: "-grace=20s", new: "-grace=40s", wantErr: "the drain may take"},
-		{name: "kill mode control-group", old: "\nKillMode=mixed\n", new: "\nKillMode=control-group\n", wantErr: "KillMode is control-group"},
-		{name: "kill mode process", old: "\nKillMode=mixed\n", new: "\nKillMode=process\n", wantErr: "KillMode is process"},
-		{name: "kill mode missing", old: "\nKillMode=mixed\n", new: "\n", wantErr: "KillMode is unset"},
+		{name: "kill mode mixed", old: "\nKillMode=control-group\n", new: "\nKillMode=mixed\n", wantErr: "KillMode is mixed"},
+		{name: "kill mode process", old: "\nKillMode=control-group\n", new: "\nKillMode=process\n", wantErr: "KillMode is process"},
+		{name: "kill mode missing", old: "\nKillMode=control-group\n", new: "\n", wantErr: "KillMode is unset"},
 		{name: "kill signal SIGINT", old: "KillSignal=SIGTERM", new: "KillSignal=SIGINT"},
 		{name: "kill signal SIGKILL", old: "KillSignal=SIGTERM", new: "KillSignal=SIGKILL", wantErr: "KillSignal is SIGKILL"},
 		{name: "negative duration", old: "-cancel-grace=3s", new: "-cancel-grace=-3s", wantErr: "-cancel-grace -3s: negative duration"},

@@ -29,7 +29,11 @@
 // Upgrader's own copy of the socket is closed, so that once the drain has
 // closed the listener the socket stops taking connections (unless systemd
 // holds it). A successor that has not reported ready has accepted nothing:
-// it reports ready before its first Accept.
+// it reports ready before its first Accept. In the instant a successor
+// reports ready, Stop and the readiness race (tableflip takes whichever
+// comes first): either the successor is killed, or the upgrade completes
+// and the successor serves on while this process drains. Under systemd with
+// KillMode=control-group, the stop reaches the successor too.
 //
 // # Under systemd
 //
@@ -39,11 +43,15 @@
 // successor's READY=1 carries MAINPID= with its own process ID (see
 // systemd.Notifier.Ready), and the old process's notifications fall silent
 // once it has handed over (systemd.Notifier.HandOver), so that its drain's
-// STOPPING=1 does not stop the unit. With NotifyAccess=main instead, only
-// the main process may notify: give WithPIDFile, and the old process reads
-// the successor's process ID from the file (SuccessorPID) and sends MAINPID=
-// itself. A PIDFile= setting with the same file serves supervisors that
-// follow PID files.
+// STOPPING=1 does not stop the unit. NotifyAccess=all is needed: the
+// successor notifies before systemd knows it as the main process. With
+// WithPIDFile the old process also reads the successor's process ID from
+// the file (SuccessorPID) and sends MAINPID= itself, and a PIDFile= setting
+// with the same file serves supervisors that follow PID files.
+// KillMode=control-group lets a stop reach every process of the service,
+// the old one still draining after an upgrade included: with
+// KillMode=mixed, systemd would kill it as soon as the successor, now the
+// main process, exits.
 //
 // # Under Kubernetes
 //

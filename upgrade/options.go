@@ -40,7 +40,8 @@ func WithReadyTimeout(d time.Duration) Option {
 // WithPIDFile makes the process write its process ID to the file path when
 // it reports ready (atomically, by renaming a temporary file), as a
 // supervisor's PIDFile= expects. By default no file is written. A relative
-// path is relative to the working directory at the start of the process.
+// path is relative to the working directory, which the process must not
+// change.
 // It panics if path is empty.
 func WithPIDFile(path string) Option {
 	if path == "" {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -72,7 +73,11 @@ func New(opts ...Option) (*Upgrader, error) {
 		}
 		opt.apply(&o)
 	}
-	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: o.readyTimeout, PIDFile: o.pidFile})
+	// The PID file is the Upgrader's to write, not tableflip's: tableflip
+	// writes it before it reports ready, and does not report ready when
+	// the write fails, so that the parent would kill a successor that
+	// already serves.
+	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: o.readyTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}
@@ -90,7 +95,16 @@ func (u *Upgrader) HasParent() bool { return u.tf.HasParent() }
 // network and addr name the listener between the generations: a successor
 // asks with the same values, since it runs with the same arguments. addr
 // is not used when the socket comes from systemd or from the parent.
+//
+// Only TCP listeners are handed over ("tcp", "tcp4", "tcp6"): tableflip
+// removes the path of a Unix socket it passed on when it stops, which would
+// cut the socket of systemd, or of the successor, off from its clients.
 func (u *Upgrader) Listen(network, addr string) (net.Listener, systemd.Source, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, "", fmt.Errorf("upgrade: Listen(%q, %q): only TCP listeners are handed over to a successor", network, addr)
+	}
 	lis, err := u.tf.Listener(network, addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("upgrade: inheriting the listener: %w", err)
@@ -115,15 +129,48 @@ func (u *Upgrader) Listen(network, addr string) (net.Listener, systemd.Source, e
 }
 
 // Ready tells the parent, if any, that this process serves, so that it may
-// drain; the parent's Upgrade returns nil. It also writes the PID file given
-// by WithPIDFile. Call it once the server accepts connections, before its
-// first Accept.
+// drain; the parent's Upgrade returns nil. It first writes the PID file given
+// by WithPIDFile, so that the parent finds the successor's process ID there;
+// a failure to write it is returned, joined with any other, but does not
+// keep Ready from telling the parent: the process serves all the same. Call
+// it once the server accepts connections, before its first Accept.
 func (u *Upgrader) Ready() error {
+	var pidErr error
+	if u.o.pidFile != "" {
+		pidErr = writePIDFile(u.o.pidFile)
+	}
+	if err := u.tf.Ready(); err != nil {
+		return errors.Join(pidErr, fmt.Errorf("upgrade: %w", err))
+	}
+	// Only now: Upgradable must not say yes before tableflip has taken the
+	// readiness in.
 	u.mu.Lock()
 	u.ready = true
 	u.mu.Unlock()
-	if err := u.tf.Ready(); err != nil {
-		return fmt.Errorf("upgrade: %w", err)
+	return pidErr
+}
+
+// writePIDFile writes the process ID to path atomically: to a temporary
+// file in the same directory, renamed over path.
+func writePIDFile(path string) error {
+	dir, name := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, name+".*")
+	if err != nil {
+		return fmt.Errorf("upgrade: writing the PID file: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "%d\n", os.Getpid())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("upgrade: writing the PID file %s: %w", path, err)
 	}
 	return nil
 }

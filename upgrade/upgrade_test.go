@@ -62,13 +62,19 @@ func errString(err error) string {
 
 // upgradeChild is a server that upgrades once. In mode "ok" the successor
 // reports ready; in "crash" it exits at once; in "hang" it never reports
-// ready, and the parent tries two upgrades at once, then stops.
+// ready, and the parent tries two upgrades at once, then stops; in "badpid"
+// the PID file cannot be written, and the first generation also asks for a
+// Unix socket.
 func upgradeChild(mode string) int {
 	timeout := readyTimeout
 	if mode == "stop" {
 		timeout = childTimeout // Stop ends the upgrade, not the time-out
 	}
-	u, err := upgrade.New(upgrade.WithReadyTimeout(timeout), upgrade.WithPIDFile(os.Getenv("DRAINKIT_PID_FILE")))
+	pidFile := os.Getenv("DRAINKIT_PID_FILE")
+	if mode == "badpid" {
+		pidFile = filepath.Join(pidFile, "no such directory", "pid")
+	}
+	u, err := upgrade.New(upgrade.WithReadyTimeout(timeout), upgrade.WithPIDFile(pidFile))
 	if err != nil {
 		emit(nil, "new", event{Err: err.Error()})
 		return 1
@@ -86,6 +92,10 @@ func upgradeChild(mode string) int {
 		time.Sleep(childTimeout) // killed by the parent before
 		return 4
 	}
+	if mode == "badpid" && !u.HasParent() {
+		_, _, err := u.Listen("unix", filepath.Join(os.TempDir(), "drainkit-upgrade-test.sock"))
+		emit(u, "listen unix", event{Err: errString(err)})
+	}
 	lis, src, err := u.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		emit(u, "listen", event{Err: err.Error()})
@@ -99,7 +109,9 @@ func upgradeChild(mode string) int {
 	}
 	if err := u.Ready(); err != nil {
 		emit(u, "ready", event{Err: err.Error()})
-		return 1
+		if mode != "badpid" {
+			return 1
+		}
 	}
 	if u.HasParent() {
 		// The successor serves one connection, and stops.
@@ -309,4 +321,50 @@ func TestOptionsPanic(t *testing.T) {
 			tt.opt()
 		})
 	}
+}
+
+// TestUpgradeWithoutPIDFile runs an upgrade whose PID file cannot be
+// written: each generation's Ready says so, but still reports ready, so the
+// upgrade completes instead of the parent killing a successor that serves.
+// It also checks that a Unix socket is refused, as tableflip would remove
+// its path.
+func TestUpgradeWithoutPIDFile(t *testing.T) {
+	answered := make(chan string, 1)
+	events := runUpgrade(t, "badpid", func(addr string) {
+		answered <- dialSuccessor(addr)
+	})
+	if e, _ := find(events, "listen unix", false); !strings.Contains(e.Err, "only TCP listeners") {
+		t.Errorf("Listen(\"unix\") = %q, want it refused", e.Err)
+	}
+	for _, successor := range []bool{false, true} {
+		if e, _ := find(events, "ready", successor); !strings.Contains(e.Err, "PID file") {
+			t.Errorf("Ready() of generation %v = %q, want the PID file's error", successor, e.Err)
+		}
+	}
+	if e, ok := find(events, "upgrade", false); !ok || e.Err != "" {
+		t.Errorf("Upgrade() = %q, want nil: the successor reported ready", e.Err)
+	}
+	if e, _ := find(events, "successor", false); e.Err == "" {
+		t.Errorf("SuccessorPID() without a PID file = %s, nil; want an error", e.Addr)
+	}
+	second, _ := find(events, "listen", true)
+	if got := <-answered; got != strconv.Itoa(second.PID) {
+		t.Errorf("the connection was answered by %q, want the successor %d", got, second.PID)
+	}
+}
+
+// dialSuccessor connects to addr and returns the line the server answers,
+// or the error.
+func dialSuccessor(addr string) string {
+	c, err := net.DialTimeout("tcp", addr, childTimeout)
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(childTimeout))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err.Error()
+	}
+	return strings.TrimSpace(line)
 }

@@ -47,6 +47,10 @@ func run(args []string) int {
 	// order, and the drain then runs at once.
 	sigs := drain.CatchSignals()
 	defer sigs.Stop()
+	// SIGHUP upgrades the server in place, once it serves; until then it
+	// is refused, with a record, rather than fatal.
+	upgrades := catchUpgrades()
+	defer upgrades.stop()
 	cfg, err := demoflags.ParseCommandLine(args, os.Stdout, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -59,7 +63,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return exitUsage
 	}
-	err = serve(cfg, logger, sigs)
+	err = serve(cfg, logger, sigs, upgrades)
 	switch {
 	case err == nil:
 		logger.Info("exit", "code", exitOK)
@@ -74,10 +78,7 @@ func run(args []string) int {
 
 // serve runs the server until it is drained, and returns the drain's error.
 // A signal caught by sigs during start-up ends it: serve returns nil.
-func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals) error {
-	// SIGHUP upgrades the server in place, from here on.
-	upgrades := catchUpgrades()
-	defer upgrades.stop()
+func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgrades *upgrades) error {
 	// The port first: when it is taken, nothing else is done or created.
 	lis, source, err := upgrades.listen(cfg)
 	if err != nil {

@@ -165,9 +165,12 @@ func (up *upgrades) start(d *drain.Drainer, n *systemd.Notifier, logger *slog.Lo
 	}()
 }
 
-// stop stops catching SIGHUP, ends an upgrade in progress and waits for
-// the handling of signals to end.
+// stop stops handling SIGHUP, ends an upgrade in progress and waits for
+// the handling of signals to end. From then on SIGHUP is ignored: one that
+// comes while the process exits must not kill it, which systemd would
+// report as a failure.
 func (up *upgrades) stop() {
+	signal.Ignore(syscall.SIGHUP)
 	signal.Stop(up.signals)
 	if up.u != nil {
 		up.u.Stop()
