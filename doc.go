@@ -33,11 +33,14 @@
 //  1. NotReady: health reports NOT_SERVING; everything is still served, new
 //     connections too, for the readiness delay, while load balancers and
 //     Kubernetes endpoints catch up.
-//  2. Graceful: long-lived streams are cancelled; GOAWAY is sent and the
-//     listeners close; in-flight RPCs have the grace period to finish.
+//  2. Graceful: long-lived streams end with UNAVAILABLE, even those whose
+//     handler waits in Recv or Send; GOAWAY is sent and the listeners close;
+//     in-flight RPCs have the grace period to finish.
 //  3. Cancel: new RPCs are refused with UNAVAILABLE; the remaining handlers
-//     are cancelled with a cause and have the cancel grace to return.
+//     are cancelled with a cause, their streams ended, and have the cancel
+//     grace to return.
 //  4. Force: every connection is closed; handlers still running after the
-//     force wait are reported as leaked, by method and age.
+//     force wait are reported as leaked, by method and age. The drain counts
+//     as forced only if this cut RPCs.
 //  5. Cleanup: hooks close databases and clients, now unused.
 package drainkit
