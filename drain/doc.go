@@ -15,7 +15,12 @@
 //     time as the pod itself) stop sending it work before it stops listening.
 //  2. Graceful: long-lived streams (see interceptors.WithLongLived) are
 //     cancelled and end with codes.Unavailable, as they would never end by
-//     themselves, and new ones are refused; GracefulStop sends GOAWAY and
+//     themselves, and new ones are refused; the listeners that Serve serves
+//     stop accepting, and the drain lets grpc take up, for 50ms at the
+//     most, the connections they accepted last (grpc resets, unread, a
+//     connection whose handshake has not begun when it begins to stop;
+//     under socket activation, connections that arrive from then on wait
+//     in the backlog for the next process); GracefulStop sends GOAWAY and
 //     closes the listeners; the drain waits up to the grace period for the
 //     other RPCs to finish.
 //  3. Cancel: new RPCs are refused with codes.Unavailable, and every running

@@ -51,9 +51,10 @@ type Drainer struct {
 	skipCtx context.Context
 	skip    context.CancelCauseFunc
 
-	mu      sync.Mutex
-	started bool          // guarded by mu
-	done    chan struct{} // closed when the drain has finished
+	mu        sync.Mutex
+	started   bool             // guarded by mu
+	listeners []*drainListener // the listeners Serve serves; guarded by mu
+	done      chan struct{}    // closed when the drain has finished
 
 	serverStopped chan struct{} // closed when GracefulStop or Stop has returned
 	stopOnce      sync.Once
@@ -157,6 +158,7 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 			// hooks, then for the calls, before GracefulStop.
 			d.wait(time.Until(deadline), goAway)
 		}
+		d.quiesce(deadline)
 		graceful = make(chan struct{})
 		go func() {
 			d.srv.GracefulStop()
@@ -226,6 +228,25 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	}
 	d.o.logger.LogAttrs(ctx, level, "drain finished", slog.Any("report", r))
 	return r, errors.Join(errs...)
+}
+
+// quiesce stops the listeners that Serve serves from accepting, and waits,
+// until deadline at the most, for grpc to take up the connections they
+// accepted last (see acceptSettle).
+func (d *Drainer) quiesce(deadline time.Time) {
+	d.mu.Lock()
+	listeners := slices.Clone(d.listeners)
+	d.mu.Unlock()
+	var settled time.Time
+	for _, l := range listeners {
+		if t := l.stopAccepting(); t.After(settled) {
+			settled = t
+		}
+	}
+	if deadline.Before(settled) {
+		settled = deadline
+	}
+	d.sleep(time.Until(settled))
 }
 
 // skipReason returns why the waits are skipped, or "" if they are not.

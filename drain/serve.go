@@ -33,8 +33,12 @@ func (d *Drainer) Serve(lis net.Listener) error {
 		defer sigs.Stop()
 	}
 
+	wl := newDrainListener(lis)
 	d.mu.Lock()
 	started := d.started
+	if !started {
+		d.listeners = append(d.listeners, wl)
+	}
 	d.mu.Unlock()
 	if started {
 		addr := lis.Addr()
@@ -43,7 +47,7 @@ func (d *Drainer) Serve(lis net.Listener) error {
 	}
 
 	served := make(chan error, 1)
-	go func() { served <- d.srv.Serve(lis) }()
+	go func() { served <- d.srv.Serve(wl) }()
 
 	log := d.o.logger
 	forceAfter := 1 // signals during the drain before it is forced
