@@ -16,7 +16,7 @@
 //  2. Graceful: long-lived streams (see interceptors.WithLongLived) are
 //     cancelled and end with codes.Unavailable, as they would never end by
 //     themselves, and new ones are refused; the listeners that Serve serves
-//     stop accepting, and the drain lets grpc take up, for 50ms at the
+//     stop accepting, and the drain lets grpc take up, for 100ms at the
 //     most, the connections they accepted last (grpc resets, unread, a
 //     connection whose handshake has not begun when it begins to stop;
 //     under socket activation, connections that arrive from then on wait

@@ -1,7 +1,6 @@
 package drain
 
 import (
-	"errors"
 	"net"
 	"sync"
 	"time"
@@ -17,18 +16,22 @@ import (
 // any machine that serves, so a pause of this length after the last accept
 // lets every one of them begin its handshake, which GracefulStop then
 // waits for and drains.
-const acceptSettle = 50 * time.Millisecond
+const acceptSettle = 100 * time.Millisecond
 
 // A drainListener is the listener Serve gives grpc. When the drain begins
-// to stop the server, it stops accepting: Accept waits, without taking
-// connections, until the listener is closed, so that connections arriving
-// from then on stay in the socket's backlog (for the next process, under
-// socket activation) rather than being accepted only to be reset.
+// to stop the server, it stops accepting: it closes the listener it wraps,
+// as GracefulStop would a moment later, and Accept then waits, without
+// taking connections, until grpc closes it. Under socket activation, where
+// systemd holds the socket too, connections arriving from then on wait in
+// its backlog for the next process rather than being accepted only to be
+// reset.
 type drainListener struct {
 	net.Listener
 
-	closeOnce sync.Once
-	closed    chan struct{} // closed by Close
+	closeOnce      sync.Once
+	closed         chan struct{} // closed by Close
+	closeInnerOnce sync.Once
+	innerErr       error // the error of closing the wrapped listener
 
 	// acceptMu is held while the listener's own Accept runs, so that
 	// stopAccepting can wait for one it has interrupted.
@@ -64,8 +67,7 @@ func (l *drainListener) Accept() (net.Conn, error) {
 		}
 		l.acceptMu.Unlock()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && l.isStopping() {
+			if l.isStopping() {
 				continue // interrupted by stopAccepting
 			}
 			return nil, err
@@ -80,27 +82,30 @@ func (l *drainListener) isStopping() bool {
 	return l.stopping
 }
 
-// stopAccepting makes Accept stop taking connections, and returns when grpc
-// will surely have taken up those it took last. An Accept in progress is
-// interrupted, and waited for, if the listener supports deadlines, as TCP
-// and Unix listeners do; otherwise a connection may still come in before
-// Close, as it would without the drain.
+// stopAccepting makes Accept stop taking connections: it closes the
+// wrapped listener, which ends an Accept in progress, waits for that Accept
+// to return, and returns when grpc will surely have taken up the connection
+// accepted last.
 func (l *drainListener) stopAccepting() time.Time {
 	l.mu.Lock()
 	l.stopping = true
 	l.mu.Unlock()
-	if d, ok := l.Listener.(interface{ SetDeadline(time.Time) error }); ok && d.SetDeadline(time.Now()) == nil {
-		l.acceptMu.Lock()
-		//lint:ignore SA2001 waits for an interrupted Accept to return
-		l.acceptMu.Unlock()
-	}
+	l.closeInner()
+	l.acceptMu.Lock()
+	//lint:ignore SA2001 waits for the interrupted Accept to return
+	l.acceptMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.last.Add(acceptSettle)
 }
 
+func (l *drainListener) closeInner() error {
+	l.closeInnerOnce.Do(func() { l.innerErr = l.Listener.Close() })
+	return l.innerErr
+}
+
 // Close closes the listener, and ends an Accept that waits.
 func (l *drainListener) Close() error {
 	l.closeOnce.Do(func() { close(l.closed) })
-	return l.Listener.Close()
+	return l.closeInner()
 }
