@@ -1,11 +1,7 @@
 package drainkit_test
 
 import (
-	"bytes"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"log/slog"
 	"net"
 	"os"
@@ -18,6 +14,7 @@ import (
 
 	"github.com/drainkit/drainkit/drain"
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/internal/readmesnippet"
 )
 
 // serve is the first snippet of README.md, word for word: TestREADMESnippet
@@ -61,42 +58,6 @@ func Example_serve() {
 	}
 }
 
-// snippetMarker precedes, in README.md, the code block that is serve.
-const snippetMarker = "<!-- func serve of readme_test.go: keep them equal -->\n```go\n"
-
 func TestREADMESnippet(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, block, ok := bytes.Cut(readme, []byte(snippetMarker))
-	if !ok {
-		t.Fatalf("README.md: no %q", snippetMarker)
-	}
-	block, _, ok = bytes.Cut(block, []byte("\n```\n"))
-	if !ok {
-		t.Fatal("README.md: the snippet's code block does not end")
-	}
-
-	src, err := os.ReadFile("readme_test.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "readme_test.go", src, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var code []byte
-	for _, d := range f.Decls {
-		if fn, ok := d.(*ast.FuncDecl); ok && fn.Name.Name == "serve" {
-			code = src[fset.Position(fn.Pos()).Offset:fset.Position(fn.End()).Offset]
-		}
-	}
-	if code == nil {
-		t.Fatal("readme_test.go: no func serve")
-	}
-	if !bytes.Equal(block, code) {
-		t.Errorf("README.md's snippet differs from func serve of readme_test.go:\n--- README.md\n%s\n--- readme_test.go\n%s", block, code)
-	}
+	readmesnippet.Check(t, "README.md", "readme_test.go", "readme_test.go", "serve")
 }

@@ -158,6 +158,21 @@ type blockedEnd struct {
 	blockedErr error // what the blocked Recv or Send returned
 }
 
+// openDuplex opens a bidi stream on cc, sends it one message and waits
+// for its handler to report, on recvd, that it has received it.
+func openDuplex(t *testing.T, cc *grpc.ClientConn, recvd <-chan struct{}) testgrpc.TestService_FullDuplexCallClient {
+	t.Helper()
+	stream, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(testContext(t))
+	if err != nil {
+		t.Fatalf("FullDuplexCall() = %v", err)
+	}
+	if err := stream.Send(&testgrpc.StreamingOutputCallRequest{}); err != nil {
+		t.Fatalf("Send() = %v", err)
+	}
+	receive(t, recvd, "the handler's first message")
+	return stream
+}
+
 // TestCancelEndsStreamBlockedInRecv cancels a bidi stream whose handler
 // waits in Recv for a client that sends nothing, the ordinary
 // `for { m, err := stream.Recv() ... }` loop. The client must receive
@@ -192,14 +207,7 @@ func TestCancelEndsStreamBlockedInRecv(t *testing.T) {
 					}
 				}})
 				cc := tp.serve(t, srv)
-				stream, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(testContext(t))
-				if err != nil {
-					t.Fatalf("FullDuplexCall() = %v", err)
-				}
-				if err := stream.Send(&testgrpc.StreamingOutputCallRequest{}); err != nil {
-					t.Fatalf("Send() = %v", err)
-				}
-				receive(t, recvd, "the handler's first message")
+				stream := openDuplex(t, cc, recvd)
 
 				if n := cancel.do(tr); n != 1 {
 					t.Errorf("%s() = %d, want 1", cancel.name, n)
@@ -520,18 +528,11 @@ func TestEndedStreamReportsItsStatus(t *testing.T) {
 				return nil    // "told to stop, so stop"
 			}})
 			cc := tp.serve(t, srv)
-			stream, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(testContext(t))
-			if err != nil {
-				t.Fatalf("FullDuplexCall() = %v", err)
-			}
-			if err := stream.Send(&testgrpc.StreamingOutputCallRequest{}); err != nil {
-				t.Fatalf("Send() = %v", err)
-			}
-			receive(t, recvd, "the handler's first message")
+			stream := openDuplex(t, cc, recvd)
 			if n := tr.CancelAll(errDrain); n != 1 {
 				t.Errorf("CancelAll() = %d, want 1", n)
 			}
-			_, err = stream.Recv()
+			_, err := stream.Recv()
 			checkShuttingDown(t, "client Recv() after CancelAll", err, errDrain)
 			checkShuttingDown(t, "the status the server's stats handler saw", receive(t, sh.ends, "the server's End stats"), errDrain)
 			checkIdle(t, tr)

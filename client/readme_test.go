@@ -1,11 +1,6 @@
 package client_test
 
 import (
-	"bytes"
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"os"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -15,6 +10,7 @@ import (
 
 	"github.com/drainkit/drainkit/client"
 	"github.com/drainkit/drainkit/examples/demopb"
+	"github.com/drainkit/drainkit/internal/readmesnippet"
 )
 
 // dialDemo is the snippet of README.md's Clients section, word for word:
@@ -34,45 +30,8 @@ func dialDemo(target string, creds credentials.TransportCredentials) (*grpc.Clie
 	return client.NewClient(target, opts...)
 }
 
-// clientSnippetMarker precedes, in README.md, the code block that is
-// dialDemo.
-const clientSnippetMarker = "<!-- func dialDemo of client/readme_test.go: keep them equal -->\n```go\n"
-
 func TestREADMEClientSnippet(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, block, ok := bytes.Cut(readme, []byte(clientSnippetMarker))
-	if !ok {
-		t.Fatalf("README.md: no %q", clientSnippetMarker)
-	}
-	block, _, ok = bytes.Cut(block, []byte("\n```\n"))
-	if !ok {
-		t.Fatal("README.md: the snippet's code block does not end")
-	}
-
-	src, err := os.ReadFile("readme_test.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "readme_test.go", src, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var code []byte
-	for _, d := range f.Decls {
-		if fn, ok := d.(*ast.FuncDecl); ok && fn.Name.Name == "dialDemo" {
-			code = src[fset.Position(fn.Pos()).Offset:fset.Position(fn.End()).Offset]
-		}
-	}
-	if code == nil {
-		t.Fatal("readme_test.go: no func dialDemo")
-	}
-	if !bytes.Equal(block, code) {
-		t.Errorf("README.md's snippet differs from func dialDemo of readme_test.go:\n--- README.md\n%s\n--- readme_test.go\n%s", block, code)
-	}
+	readmesnippet.Check(t, "../README.md", "readme_test.go", "client/readme_test.go", "dialDemo")
 
 	// And the conn it makes is in the registry until closed.
 	cc, err := dialDemo("passthrough:///demo", insecure.NewCredentials())

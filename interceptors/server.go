@@ -110,10 +110,10 @@ func (s *serverStream) endIfWaiting() {
 }
 
 // end writes st as the status of the stream, as grpc does when a handler
-// returns, once: later calls do nothing. A stream served through ServeHTTP is written by the HTTP
-// handler's goroutine, which may be busy with the client: its status is
-// written from a goroutine of its own, which ends when the write does or
-// the connection closes.
+// returns, once: later calls do nothing. A stream served through ServeHTTP
+// is written by the HTTP handler's goroutine, which may be busy with the
+// client: its status is written from a goroutine of its own, which ends
+// when the write does or the connection closes.
 func (s *serverStream) end(st *status.Status) {
 	if s.ended.Swap(true) {
 		return

@@ -110,27 +110,20 @@ func forwarded(err error) error {
 		return err
 	}
 	p := s.Proto()
-	details := p.GetDetails()
 	refusal := false
-	for _, a := range details {
-		var info errdetails.ErrorInfo
-		if a.MessageIs(&info) && a.UnmarshalTo(&info) == nil && info.GetDomain() == ErrorInfoDomain &&
-			info.GetMetadata()[MetadataHandler] == HandlerNotRun {
-			refusal = true
-		}
-	}
-	if !refusal {
-		return err
-	}
-	kept := details[:0:0]
-	for _, a := range details {
+	var kept []*anypb.Any // the details but drainkit's and RetryInfo
+	for _, a := range p.GetDetails() {
 		var info errdetails.ErrorInfo
 		switch {
 		case a.MessageIs(&info) && a.UnmarshalTo(&info) == nil && info.GetDomain() == ErrorInfoDomain:
+			refusal = refusal || info.GetMetadata()[MetadataHandler] == HandlerNotRun
 		case a.MessageIs((*errdetails.RetryInfo)(nil)):
 		default:
 			kept = append(kept, a)
 		}
+	}
+	if !refusal {
+		return err
 	}
 	p.Details = kept
 	return status.FromProto(p).Err()

@@ -42,6 +42,15 @@ func (s *blockingService) StreamingOutputCall(_ *testgrpc.StreamingOutputCallReq
 	return stream.Context().Err()
 }
 
+// FullDuplexCall waits in Recv, as a bidi handler waits for its client,
+// and returns what Recv returns: only the Tracker ending the stream frees
+// it.
+func (s *blockingService) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
+	s.started <- struct{}{}
+	_, err := stream.Recv()
+	return err
+}
+
 // waitStarted waits for a handler to start.
 func (s *blockingService) waitStarted(t *testing.T) {
 	t.Helper()
@@ -148,6 +157,23 @@ func TestStatusDetails(t *testing.T) {
 				return err
 			},
 			wantMsg:     "drainkit: server is shutting down",
+			wantHandler: interceptors.HandlerCancelled,
+		},
+		{
+			name: "stream waiting in Recv, ended by CancelAll",
+			act: func(ctx context.Context, t *testing.T, tr *interceptors.Tracker, c testgrpc.TestServiceClient, svc *blockingService) error {
+				s, err := c.FullDuplexCall(ctx)
+				if err != nil {
+					return err
+				}
+				svc.waitStarted(t)
+				if n := tr.CancelAll(errCause); n != 1 {
+					t.Errorf("CancelAll() = %d, want 1", n)
+				}
+				_, err = s.Recv()
+				return err
+			},
+			wantMsg:     "drainkit: server is shutting down: maintenance",
 			wantHandler: interceptors.HandlerCancelled,
 		},
 	} {

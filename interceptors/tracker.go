@@ -258,23 +258,20 @@ func (t *Tracker) end(c *call, err error) error {
 	s.remove(c)
 	cancelled, cause := c.Cancelled, c.cause
 	s.mu.Unlock()
-	if cancelled && c.LongLived {
+	// cause is not compared with context.Cause: errors of some types
+	// cannot be compared with ==.
+	switch {
+	case cancelled && c.LongLived:
 		// A long-lived stream never ends by itself: whatever its handler
 		// returns once cancelled, nil included, its client must hear that
 		// the server went away, not that the stream is complete.
 		err = cancelledStatus(cause).Err()
-	} else if err != nil && c.ctx.Err() != nil {
-		// cause is not compared with context.Cause: errors of some types
-		// cannot be compared with ==.
-		switch {
-		case context.Cause(c.ctx) == ErrServerDeadline:
-			err = status.Error(codes.DeadlineExceeded, ErrServerDeadline.Error())
-		case cancelled:
-			err = cancelledStatus(cause).Err()
-		default:
-			err = forwarded(err)
-		}
-	} else if err != nil {
+	case err == nil:
+	case context.Cause(c.ctx) == ErrServerDeadline:
+		err = status.Error(codes.DeadlineExceeded, ErrServerDeadline.Error())
+	case cancelled:
+		err = cancelledStatus(cause).Err()
+	default:
 		err = forwarded(err)
 	}
 	serveHTTP, parent := c.ServeHTTP, c.parent
