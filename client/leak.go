@@ -35,7 +35,7 @@ func VerifyNone(t TestingT) {
 	}
 }
 
-// StopHook returns a stophook.Hook that, at Stopped, closes the ClientConns
+// StopHook returns a stophook.Hook that, at Cleanup, closes the ClientConns
 // made by NewClient that are still open, and returns an error wrapping
 // ErrLeaked that says where each was made; it ignores the other phases and
 // returns nil when none is open. Register it before the hooks of the
@@ -49,7 +49,7 @@ type stopHook struct{}
 func (stopHook) String() string { return "client.StopHook" }
 
 func (stopHook) OnStop(ctx context.Context, e stophook.Event) error {
-	if e.Phase != stophook.Stopped {
+	if e.Phase != stophook.Cleanup {
 		return nil
 	}
 	ccs, open := openConns()

@@ -136,8 +136,8 @@ func TestOpenSurvivesGC(t *testing.T) {
 	}
 	// The conn is reachable from Open's registry only: close it through
 	// the stop hook, as a server's drain would.
-	if err := client.StopHook().OnStop(context.Background(), stophook.Event{Phase: stophook.Stopped}); !errors.Is(err, client.ErrLeaked) {
-		t.Errorf("StopHook at Stopped = %v, want an error wrapping ErrLeaked", err)
+	if err := client.StopHook().OnStop(context.Background(), stophook.Event{Phase: stophook.Cleanup}); !errors.Is(err, client.ErrLeaked) {
+		t.Errorf("StopHook at Cleanup = %v, want an error wrapping ErrLeaked", err)
 	}
 	if open := client.Open(); len(open) != 0 {
 		t.Errorf("Open() after the stop hook = %v, want none", open)

@@ -104,7 +104,7 @@ func BenchmarkDrainIdle100Conns(b *testing.B) {
 }
 
 // benchAfterLastRPC drains a server whose one RPC is in flight, lets the
-// RPC end once the drain has sent GoAway, and returns the time from the
+// RPC end once the drain has sent Graceful, and returns the time from the
 // handler's return to Drain's return. timing is called with true just
 // before the handler is released and with false once Drain has returned.
 func benchAfterLastRPC(tb testing.TB, timing func(on bool)) time.Duration {
@@ -135,7 +135,7 @@ func benchAfterLastRPC(tb testing.TB, timing func(on bool)) time.Duration {
 	var once sync.Once
 	d := drain.New(s.srv, s.tr, drain.WithGracePeriod(defaultTestTimeout), drain.WithHooks(stophook.Func(
 		func(_ context.Context, e stophook.Event) error {
-			if e.Phase == stophook.GoAway {
+			if e.Phase == stophook.Graceful {
 				once.Do(func() { close(goAway) })
 			}
 			return nil
@@ -149,7 +149,7 @@ func benchAfterLastRPC(tb testing.TB, timing func(on bool)) time.Duration {
 		_, err := d.Drain(context.Background())
 		drained <- result{err, time.Now()}
 	}()
-	receive(tb, goAway, "the GoAway event")
+	receive(tb, goAway, "the Graceful event")
 
 	timing(true)
 	close(release)
@@ -290,7 +290,7 @@ const (
 	benchLongLivedStreams = 10000
 	benchLongLivedConns   = 10
 	// benchLongLivedBound is the margin for the 200ms goal of draining
-	// them from the GoAway event on, enough for a slow machine under the
+	// them from the Graceful event on, enough for a slow machine under the
 	// race detector.
 	benchLongLivedBound = 2 * time.Second
 	// benchLongLivedPhaseBound bounds the time from the start of the
@@ -344,7 +344,7 @@ func (s *benchServer) benchOpenWatches(tb testing.TB, n int) <-chan error {
 type benchCancelResult struct {
 	setup           time.Duration // opening the streams
 	drain           time.Duration // the whole of Drain
-	goAwayToReturn  time.Duration // from the GoAway event to Drain's return
+	goAwayToReturn  time.Duration // from the Graceful event to Drain's return
 	gracefulPhaseOn time.Duration // from the start of the Graceful phase to Drain's return
 }
 
@@ -365,7 +365,7 @@ func benchDrainLongLived(tb testing.TB, timing func(on bool)) benchCancelResult 
 	goAway := make(chan time.Time, 1)
 	d := drain.New(s.srv, s.tr, drain.WithGracePeriod(benchLongLivedGrace), drain.WithHooks(stophook.Func(
 		func(_ context.Context, e stophook.Event) error {
-			if e.Phase == stophook.GoAway {
+			if e.Phase == stophook.Graceful {
 				goAway <- time.Now()
 			}
 			return nil
@@ -380,15 +380,15 @@ func benchDrainLongLived(tb testing.TB, timing func(on bool)) benchCancelResult 
 	if err != nil || r.Forced {
 		tb.Fatalf("Drain() = forced %t, %v, want a clean drain", r.Forced, err)
 	}
-	if got, want := phaseNames(r), []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseCleanup}; !slices.Equal(got, want) {
+	if got, want := phaseNames(r), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cleanup}; !slices.Equal(got, want) {
 		tb.Errorf("Drain() phases = %v, want %v", got, want)
 	}
 	if r.Cancelled != benchLongLivedStreams {
 		tb.Errorf("Drain() cancelled %d handlers, want %d", r.Cancelled, benchLongLivedStreams)
 	}
-	res.goAwayToReturn = end.Sub(receive(tb, goAway, "the GoAway event"))
+	res.goAwayToReturn = end.Sub(receive(tb, goAway, "the Graceful event"))
 	for i, p := range r.Phases {
-		if p.Name == drain.PhaseGraceful {
+		if p.Phase == stophook.Graceful {
 			for _, q := range r.Phases[i:] {
 				res.gracefulPhaseOn += q.Duration
 			}
@@ -411,7 +411,7 @@ func benchDrainLongLived(tb testing.TB, timing func(on bool)) benchCancelResult 
 
 // BenchmarkCancelLongLived10k drains a server with 10,000 open health
 // Watch streams over 10 connections. Only Drain is timed; ms-setup is the
-// time to open the streams, ms-goaway-to-return the time from the GoAway
+// time to open the streams, ms-goaway-to-return the time from the Graceful
 // event to Drain's return, ms-graceful-to-return from the start of the
 // Graceful phase (which cancels the streams) to Drain's return.
 func BenchmarkCancelLongLived10k(b *testing.B) {
@@ -444,10 +444,10 @@ func TestCancelLongLived10k(t *testing.T) {
 	}
 	t.Run("Drain", func(t *testing.T) {
 		r := benchDrainLongLived(t, func(bool) {})
-		t.Logf("opening %d streams took %v; Drain took %v, %v from GoAway, %v from the start of the Graceful phase",
+		t.Logf("opening %d streams took %v; Drain took %v, %v from Graceful, %v from the start of the Graceful phase",
 			benchLongLivedStreams, r.setup, r.drain, r.goAwayToReturn, r.gracefulPhaseOn)
 		if r.goAwayToReturn > benchLongLivedBound {
-			t.Errorf("Drain returned %v after the GoAway event, want at most %v", r.goAwayToReturn, benchLongLivedBound)
+			t.Errorf("Drain returned %v after the Graceful event, want at most %v", r.goAwayToReturn, benchLongLivedBound)
 		}
 		if r.gracefulPhaseOn > benchLongLivedPhaseBound {
 			t.Errorf("Drain returned %v after the Graceful phase began, want at most %v", r.gracefulPhaseOn, benchLongLivedPhaseBound)

@@ -13,8 +13,8 @@ import (
 //
 // It is the sum of the waits (readiness delay, grace period, cancel grace and
 // force wait) and of one hook timeout per hook. Hooks handle the events
-// before Stopped beside the waits, and never past the longest the waits can
-// take; the Stopped event comes after the waits, and each hook may take up
+// before Cleanup beside the waits, and never past the longest the waits can
+// take; the Cleanup event comes after the waits, and each hook may take up
 // to its timeout to handle it. A sum beyond the largest time.Duration
 // saturates at it, so the budget of absurd settings is absurd, never
 // negative.
@@ -27,7 +27,7 @@ func (d *Drainer) waits() time.Duration {
 	return addSat(addSat(d.o.readinessDelay, d.o.gracePeriod), addSat(d.o.cancelGrace, d.o.forceWait))
 }
 
-// stoppedHooks returns the longest the hooks can take to handle Stopped.
+// stoppedHooks returns the longest the hooks can take to handle Cleanup.
 func (d *Drainer) stoppedHooks() time.Duration {
 	n := time.Duration(len(d.o.hooks))
 	if n > 0 && d.o.hookTimeout > math.MaxInt64/n {

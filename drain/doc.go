@@ -37,7 +37,7 @@
 //     and the drain is clean. (A status that grpc is still writing for a
 //     call whose handler returned a moment before may be cut with its
 //     connection; its client sees codes.Unavailable.)
-//  5. Cleanup: the hooks receive the Stopped event, now that no handler
+//  5. Cleanup: the hooks receive the Cleanup event, now that no handler
 //     uses what they close.
 //
 // No wait depends on a handler or a hook returning: Drain returns within
@@ -50,23 +50,23 @@
 // hooks and a margin; CheckBudget tells which setting overflows a limit.
 //
 // Hooks (package stophook) receive an event at the start of each phase that
-// runs: DrainStart, GoAway, GraceTimeout, Forced and Stopped. They run one at
+// runs: NotReady, Graceful, Cancel, Force and Cleanup. They run one at
 // a time, in reverse order of registration, on a goroutine of the drain's
 // own, beside its waits rather than inside them, so that a slow hook delays
 // later hooks, not the server's shutdown. Each call has its own context,
-// which ends after the hook timeout, and for the events before Stopped no
+// which ends after the hook timeout, and for the events before Cleanup no
 // later than the longest the waits can take; a call that outlives its
 // context is abandoned and reported, a panic is recovered and reported, and
 // every error is joined into the error of Drain. So hooks add to the worst
-// case only their handling of Stopped: one hook timeout per hook.
+// case only their handling of Cleanup: one hook timeout per hook.
 //
 // A server mounted with grpc.Server.ServeHTTP (behind an HTTP/2 server,
 // to share its port) gets no GOAWAY from GracefulStop, which closes those
 // transports at once instead, cutting their calls. There GOAWAY comes from
 // the HTTP server's own shutdown, which a hook such as stophook.HTTPServer
-// starts at GoAway. So once the Tracker has seen a call through ServeHTTP,
+// starts at Graceful. So once the Tracker has seen a call through ServeHTTP,
 // the Graceful phase waits, within the grace period, for the hooks to handle
-// GoAway and then for every tracked call to end, status written, before it
+// Graceful and then for every tracked call to end, status written, before it
 // calls GracefulStop. A server that serves both its own listeners and
 // ServeHTTP therefore sends GOAWAY on its own listeners later than it could.
 //

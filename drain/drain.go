@@ -28,15 +28,6 @@ var (
 	ErrDrained = errors.New("drain: Serve called after the drain began")
 )
 
-// The phases of a drain, as named in Report.Phases and in the log.
-const (
-	PhaseNotReady = "NotReady"
-	PhaseGraceful = "Graceful"
-	PhaseCancel   = "Cancel"
-	PhaseForce    = "Force"
-	PhaseCleanup  = "Cleanup"
-)
-
 // A Drainer shuts a gRPC server down in bounded phases; see the package
 // documentation. Create it with New. Its methods are safe for concurrent
 // use.
@@ -134,23 +125,23 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	ph := &phases{d: d, ctx: ctx, r: &r}
 	defer ph.leave()
 
-	ph.enter(PhaseNotReady, d.o.readinessDelay)
+	ph.enter(stophook.NotReady, d.o.readinessDelay)
 	for _, h := range d.o.health {
 		h.Shutdown()
 	}
-	hooks.send(stophook.DrainStart, &r, d.t.InFlight())
+	hooks.send(stophook.NotReady, &r, d.t.InFlight())
 	d.sleep(d.o.readinessDelay)
 
 	clean := false
 	var graceful chan struct{} // closed when GracefulStop returns
 	if d.skipped() {
-		ph.skip(PhaseGraceful, d.skipReason())
+		ph.skip(stophook.Graceful, d.skipReason())
 	} else {
-		ph.enter(PhaseGraceful, d.o.gracePeriod)
+		ph.enter(stophook.Graceful, d.o.gracePeriod)
 		deadline := time.Now().Add(d.o.gracePeriod)
 		d.t.RejectLongLived(ErrDraining)
 		r.Cancelled += d.t.CancelLongLived(ErrDraining)
-		goAway := hooks.send(stophook.GoAway, &r, d.t.InFlight())
+		goAway := hooks.send(stophook.Graceful, &r, d.t.InFlight())
 		if d.t.ServedHTTP() {
 			// GracefulStop closes the transports of ServeHTTP at once,
 			// cutting their calls. There, GOAWAY comes from the HTTP
@@ -170,21 +161,21 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 
 	switch {
 	case clean:
-		ph.skip(PhaseCancel, "every RPC finished within the grace period")
+		ph.skip(stophook.Cancel, "every RPC finished within the grace period")
 	case d.skipped():
-		ph.skip(PhaseCancel, d.skipReason())
+		ph.skip(stophook.Cancel, d.skipReason())
 	case d.t.InFlight() == 0:
-		ph.skip(PhaseCancel, "no RPC left to cancel")
+		ph.skip(stophook.Cancel, "no RPC left to cancel")
 	default:
-		ph.enter(PhaseCancel, d.o.cancelGrace)
+		ph.enter(stophook.Cancel, d.o.cancelGrace)
 		d.t.Reject(ErrDraining)
 		r.Cancelled += d.t.CancelAll(ErrDraining)
-		hooks.send(stophook.GraceTimeout, &r, d.t.InFlight())
+		hooks.send(stophook.Cancel, &r, d.t.InFlight())
 		clean = d.wait(d.o.cancelGrace, graceful)
 	}
 
 	if clean {
-		ph.skip(PhaseForce, "every RPC finished")
+		ph.skip(stophook.Force, "every RPC finished")
 	} else {
 		// From here no handler starts, so InFlight only falls: with none
 		// left, Stop closes connections that did not close after GOAWAY
@@ -194,7 +185,7 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		r.Forced = cut > 0
 		ph.enterForce(cut, d.skipReason())
 		r.Cancelled += d.t.CancelAll(ErrDraining)
-		hooks.send(stophook.Forced, &r, cut)
+		hooks.send(stophook.Force, &r, cut)
 		stopped := make(chan struct{})
 		go func() {
 			d.srv.Stop()
@@ -210,8 +201,8 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		}
 	}
 
-	ph.enter(PhaseCleanup, 0)
-	hooks.send(stophook.Stopped, &r, d.t.InFlight())
+	ph.enter(stophook.Cleanup, 0)
+	hooks.send(stophook.Cleanup, &r, d.t.InFlight())
 	errs := hooks.finish()
 	ph.leave()
 	r.Duration = time.Since(r.Started)

@@ -219,13 +219,13 @@ func TestDrainIdle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Drain() = %v, want nil", err)
 	}
-	if got, want := phaseNames(r), []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseCleanup}; !slices.Equal(got, want) {
+	if got, want := phaseNames(r), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cleanup}; !slices.Equal(got, want) {
 		t.Errorf("Drain() phases = %v, want %v", got, want)
 	}
 	if r.Forced || len(r.Leaked) != 0 || r.Cancelled != 0 {
 		t.Errorf("Drain() = %+v, want not forced, nothing leaked or cancelled", r)
 	}
-	if got, want := rec.phases(), []stophook.Phase{stophook.DrainStart, stophook.GoAway, stophook.Stopped}; !slices.Equal(got, want) {
+	if got, want := rec.phases(), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cleanup}; !slices.Equal(got, want) {
 		t.Errorf("hook events = %v, want %v", got, want)
 	}
 	resp, err := ts.health.Check(context.Background(), &healthpb.HealthCheckRequest{})
@@ -244,7 +244,7 @@ func TestDrainNotReadyKeepsServing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := startDrain(ctx, d)
-	rec.waitPhase(t, stophook.DrainStart)
+	rec.waitPhase(t, stophook.NotReady)
 
 	// A new connection is still served, and health says NOT_SERVING.
 	cc := ts.dial(t)
@@ -262,7 +262,7 @@ func TestDrainNotReadyKeepsServing(t *testing.T) {
 	}
 	cancel() // skips the rest of the delay
 	res := receive(t, done, "Drain")
-	if !slices.Contains(phaseNames(res.report), drain.PhaseNotReady) {
+	if !slices.Contains(phaseNames(res.report), stophook.NotReady) {
 		t.Errorf("Drain() phases = %v, want NotReady among them", phaseNames(res.report))
 	}
 }
@@ -275,7 +275,7 @@ func TestDrainGracefulWaitsForInFlight(t *testing.T) {
 	rec := newRecorder()
 	d := drain.New(ts.srv, ts.tracker, drain.WithHooks(rec))
 	done := startDrain(context.Background(), d)
-	rec.waitPhase(t, stophook.GoAway)
+	rec.waitPhase(t, stophook.Graceful)
 	select {
 	case res := <-done:
 		t.Fatalf("Drain() returned with a call in flight: %+v", res)
@@ -289,7 +289,7 @@ func TestDrainGracefulWaitsForInFlight(t *testing.T) {
 	if res.err != nil {
 		t.Errorf("Drain() = %v, want nil", res.err)
 	}
-	if got, want := phaseNames(res.report), []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseCleanup}; !slices.Equal(got, want) {
+	if got, want := phaseNames(res.report), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cleanup}; !slices.Equal(got, want) {
 		t.Errorf("Drain() phases = %v, want %v", got, want)
 	}
 	if got := res.report.Phases[1].InFlight; got != 1 {
@@ -336,10 +336,10 @@ func TestDrainCancelPhase(t *testing.T) {
 	if err := receive(t, call, "the call"); status.Code(err) != codes.Unavailable {
 		t.Errorf("UnaryCall() = %v, want code Unavailable", err)
 	}
-	if got, want := phaseNames(r), []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseCancel, drain.PhaseCleanup}; !slices.Equal(got, want) {
+	if got, want := phaseNames(r), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cancel, stophook.Cleanup}; !slices.Equal(got, want) {
 		t.Errorf("Drain() phases = %v, want %v", got, want)
 	}
-	if got, want := rec.phases(), []stophook.Phase{stophook.DrainStart, stophook.GoAway, stophook.GraceTimeout, stophook.Stopped}; !slices.Equal(got, want) {
+	if got, want := rec.phases(), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cancel, stophook.Cleanup}; !slices.Equal(got, want) {
 		t.Errorf("hook events = %v, want %v", got, want)
 	}
 	if r.Cancelled != 1 || r.Forced {
@@ -369,11 +369,11 @@ func TestDrainForcedReportsLeaked(t *testing.T) {
 	if !r.Forced || len(r.Leaked) != 1 || r.Leaked[0].Method != unaryMethod {
 		t.Errorf("Drain() = %+v, want forced with %s leaked", r, unaryMethod)
 	}
-	if got, want := rec.phases(), []stophook.Phase{stophook.DrainStart, stophook.GoAway, stophook.GraceTimeout, stophook.Forced, stophook.Stopped}; !slices.Equal(got, want) {
+	if got, want := rec.phases(), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cancel, stophook.Force, stophook.Cleanup}; !slices.Equal(got, want) {
 		t.Errorf("hook events = %v, want %v", got, want)
 	}
 	if last := rec.events[len(rec.events)-1]; len(last.Leaked) != 1 || last.Leaked[0].Method != unaryMethod {
-		t.Errorf("Stopped event Leaked = %v, want %s", last.Leaked, unaryMethod)
+		t.Errorf("Cleanup event Leaked = %v, want %s", last.Leaked, unaryMethod)
 	}
 	if err := receive(t, call, "the call"); status.Code(err) != codes.Unavailable {
 		t.Errorf("UnaryCall() = %v, want code Unavailable", err)
@@ -405,13 +405,13 @@ func TestDrainContextEndSkipsToForce(t *testing.T) {
 		drain.WithGracePeriod(time.Hour), drain.WithCancelGrace(time.Hour), drain.WithForceWait(50*time.Millisecond))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := startDrain(ctx, d)
-	rec.waitPhase(t, stophook.GoAway)
+	rec.waitPhase(t, stophook.Graceful)
 	cancel()
 	res := receive(t, done, "Drain")
 	if !errors.Is(res.err, drain.ErrForced) {
 		t.Errorf("Drain() = %v, want an error wrapping ErrForced", res.err)
 	}
-	if got, want := phaseNames(res.report), []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseForce, drain.PhaseCleanup}; !slices.Equal(got, want) {
+	if got, want := phaseNames(res.report), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Force, stophook.Cleanup}; !slices.Equal(got, want) {
 		t.Errorf("Drain() phases = %v, want %v", got, want)
 	}
 }
@@ -424,7 +424,7 @@ func TestDrainEndedContextGoesStraightToForce(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		r, err := d.Drain(ctx)
-		if got, want := phaseNames(r), []string{drain.PhaseNotReady, drain.PhaseForce, drain.PhaseCleanup}; !slices.Equal(got, want) {
+		if got, want := phaseNames(r), []stophook.Phase{stophook.NotReady, stophook.Force, stophook.Cleanup}; !slices.Equal(got, want) {
 			t.Fatalf("Drain(ended context) %d: phases = %v, want %v", i, got, want)
 		}
 		// Nothing was in flight: the forced stop cut nothing.
@@ -434,7 +434,7 @@ func TestDrainEndedContextGoesStraightToForce(t *testing.T) {
 		if !strings.Contains(r.Skipped, "context of Drain ended") {
 			t.Fatalf("Drain(ended context) %d: Skipped = %q, want it to say the context ended", i, r.Skipped)
 		}
-		if got, want := rec.phases(), []stophook.Phase{stophook.DrainStart, stophook.Forced, stophook.Stopped}; !slices.Equal(got, want) {
+		if got, want := rec.phases(), []stophook.Phase{stophook.NotReady, stophook.Force, stophook.Cleanup}; !slices.Equal(got, want) {
 			t.Fatalf("Drain(ended context) %d: hook events = %v, want %v", i, got, want)
 		}
 	}
@@ -481,19 +481,19 @@ func TestHookRules(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	hangs := stophook.Func(func(ctx context.Context, e stophook.Event) error {
-		if e.Phase == stophook.Stopped {
+		if e.Phase == stophook.Cleanup {
 			<-release // ignores ctx: the drain must abandon it
 		}
 		return nil
 	})
 	panics := stophook.Func(func(_ context.Context, e stophook.Event) error {
-		if e.Phase == stophook.GoAway {
+		if e.Phase == stophook.Graceful {
 			panic("boom")
 		}
 		return nil
 	})
 	fails := stophook.Func(func(_ context.Context, e stophook.Event) error {
-		if e.Phase == stophook.DrainStart {
+		if e.Phase == stophook.NotReady {
 			return errFirst
 		}
 		return nil
@@ -506,7 +506,7 @@ func TestHookRules(t *testing.T) {
 	elapsed := time.Since(start)
 
 	// Reverse order of registration, every hook at every event.
-	want := []string{"b@DrainStart", "a@DrainStart", "b@GoAway", "a@GoAway", "b@Stopped", "a@Stopped"}
+	want := []string{"b@NotReady", "a@NotReady", "b@Graceful", "a@Graceful", "b@Cleanup", "a@Cleanup"}
 	mu.Lock()
 	got := slices.Clone(calls)
 	mu.Unlock()
@@ -535,9 +535,9 @@ func TestHookRules(t *testing.T) {
 		gotHooks[he.Hook] = he.Phase
 	}
 	wantHooks := map[string]stophook.Phase{
-		"hook 1 (stophook.Func)": stophook.DrainStart,
-		"hook 2 (stophook.Func)": stophook.GoAway,
-		"hook 3 (stophook.Func)": stophook.Stopped,
+		"hook 1 (stophook.Func)": stophook.NotReady,
+		"hook 2 (stophook.Func)": stophook.Graceful,
+		"hook 3 (stophook.Func)": stophook.Cleanup,
 	}
 	if len(gotHooks) != len(wantHooks) {
 		t.Errorf("hook errors = %v, want %v", gotHooks, wantHooks)
@@ -564,7 +564,7 @@ func TestBudget(t *testing.T) {
 	}{
 		{"defaults", nil, 24 * time.Second},
 		{"readiness delay", []drain.Option{drain.WithReadinessDelay(5 * time.Second)}, 29 * time.Second},
-		// Hooks run beside the waits, and handle Stopped after them.
+		// Hooks run beside the waits, and handle Cleanup after them.
 		{"one hook", []drain.Option{drain.WithHooks(nop)}, 26 * time.Second},
 		{"three hooks", []drain.Option{drain.WithHooks(nop, nop), drain.WithHooks(nop)}, 30 * time.Second},
 		{"hook timeout", []drain.Option{drain.WithHooks(nop, nop), drain.WithHookTimeout(time.Second)}, 26 * time.Second},

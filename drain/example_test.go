@@ -42,7 +42,7 @@ func ExampleDrainer_Drain() {
 
 	report, err := d.Drain(context.Background())
 	for _, p := range report.Phases {
-		fmt.Println(p.Name, p.InFlight)
+		fmt.Println(p.Phase, p.InFlight)
 	}
 	fmt.Println(report.Forced, err)
 	// Output:

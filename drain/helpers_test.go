@@ -17,6 +17,7 @@ import (
 
 	"github.com/drainkit/drainkit/drain"
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/stophook"
 )
 
 const (
@@ -43,10 +44,10 @@ func receive[T any](tb testing.TB, c <-chan T, what string) T {
 }
 
 // phaseNames returns the names of the phases of r.
-func phaseNames(r drain.Report) []string {
-	var names []string
+func phaseNames(r drain.Report) []stophook.Phase {
+	var names []stophook.Phase
 	for _, p := range r.Phases {
-		names = append(names, p.Name)
+		names = append(names, p.Phase)
 	}
 	return names
 }

@@ -69,7 +69,7 @@ func TestDrainConnectionNeverAcknowledgesGoAway(t *testing.T) {
 	if res.err != nil || res.report.Forced {
 		t.Errorf("Drain() = forced %t, %v; want not forced: no RPC was left to cut", res.report.Forced, res.err)
 	}
-	if got, want := phaseNames(res.report), []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseForce, drain.PhaseCleanup}; !slices.Equal(got, want) {
+	if got, want := phaseNames(res.report), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Force, stophook.Cleanup}; !slices.Equal(got, want) {
 		t.Errorf("Drain() phases = %v, want %v: Stop closes the connection", got, want)
 	}
 }
@@ -94,7 +94,7 @@ func TestServeAfterDrainClosesListener(t *testing.T) {
 }
 
 // TestDrainSkipEndsBusyHook ends the context of Drain while a hook is busy
-// with GoAway, honouring its context: the hook's context must end too, so
+// with Graceful, honouring its context: the hook's context must end too, so
 // that the forced stop and the return of Drain follow at once rather than
 // after the hook's timeout of an hour.
 func TestDrainSkipEndsBusyHook(t *testing.T) {
@@ -104,7 +104,7 @@ func TestDrainSkipEndsBusyHook(t *testing.T) {
 	startCall(t, ts.dial(t), svc) // keeps the Graceful phase waiting
 	busy := make(chan struct{})
 	hook := stophook.Func(func(ctx context.Context, e stophook.Event) error {
-		if e.Phase != stophook.GoAway {
+		if e.Phase != stophook.Graceful {
 			return nil
 		}
 		close(busy)
@@ -115,7 +115,7 @@ func TestDrainSkipEndsBusyHook(t *testing.T) {
 		drain.WithGracePeriod(time.Hour), drain.WithCancelGrace(time.Hour), drain.WithForceWait(defaultTestShortTimeout))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := startDrain(ctx, d)
-	receive(t, busy, "the hook to be busy with GoAway")
+	receive(t, busy, "the hook to be busy with Graceful")
 	cancel()
 	start := time.Now()
 	res := receive(t, done, "Drain after its context ended")
@@ -123,8 +123,8 @@ func TestDrainSkipEndsBusyHook(t *testing.T) {
 		t.Errorf("Drain returned %v after its context ended, want at once", took)
 	}
 	var he *drain.HookError
-	if !errors.As(res.err, &he) || he.Phase != stophook.GoAway || !strings.Contains(he.Error(), "context of Drain ended") {
-		t.Errorf("Drain() = %v, want a HookError at GoAway saying the hook was abandoned when the context ended", res.err)
+	if !errors.As(res.err, &he) || he.Phase != stophook.Graceful || !strings.Contains(he.Error(), "context of Drain ended") {
+		t.Errorf("Drain() = %v, want a HookError at Graceful saying the hook was abandoned when the context ended", res.err)
 	}
 	if !strings.Contains(res.report.Skipped, "context of Drain ended") {
 		t.Errorf("Report.Skipped = %q, want it to say the context ended", res.report.Skipped)

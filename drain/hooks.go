@@ -43,7 +43,7 @@ type hookRunner struct {
 	skipCtx context.Context // ends when the drain skips its waits
 	hooks   []stophook.Hook // in registration order
 	timeout time.Duration
-	cutoff  time.Time // no call for an event before Stopped lasts past it
+	cutoff  time.Time // no call for an event before Cleanup lasts past it
 	events  chan queued
 	done    chan struct{}
 	errs    []error // owned by the runner's goroutine until done is closed
@@ -78,7 +78,7 @@ type queued struct {
 // closed once every hook has handled it.
 func (h *hookRunner) send(p stophook.Phase, r *Report, inFlight int) <-chan struct{} {
 	e := stophook.Event{Phase: p, Started: r.Started, InFlight: inFlight, Cancelled: r.Cancelled}
-	if p == stophook.Stopped {
+	if p == stophook.Cleanup {
 		e.Leaked = slices.Clone(r.Leaked)
 	}
 	q := queued{event: e, handled: make(chan struct{})}
@@ -107,7 +107,7 @@ func (h *hookRunner) run() {
 }
 
 // call calls hook i with e, and gives up on it when its timeout passes, for
-// an event before Stopped at the cutoff, and, for a call already running
+// an event before Cleanup at the cutoff, and, for a call already running
 // when the drain skips its waits, then: the call's context ends, and the
 // call is left to return on its own.
 //
@@ -116,7 +116,7 @@ func (h *hookRunner) run() {
 func (h *hookRunner) call(i int, e stophook.Event) error {
 	hook := h.hooks[i]
 	deadline := time.Now().Add(h.timeout)
-	if e.Phase != stophook.Stopped && h.cutoff.Before(deadline) {
+	if e.Phase != stophook.Cleanup && h.cutoff.Before(deadline) {
 		deadline = h.cutoff
 	}
 	ctx, cancel := context.WithDeadline(h.base, deadline)

@@ -46,7 +46,7 @@ type httpResult struct {
 }
 
 // TestHTTPServerDrainsBesideGRPC drains an HTTP server on a port of its own
-// with the gRPC server, through stophook.HTTPServer: at GoAway it refuses
+// with the gRPC server, through stophook.HTTPServer: at Graceful it refuses
 // new connections, while the request in progress completes, and the drain
 // waits for it.
 func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
@@ -77,7 +77,7 @@ func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
 	t.Cleanup(func() { httpSrv.Close() })
 
 	recorder, phases := httpPhases()
-	// Hooks run in reverse order: the recorder sees GoAway once the HTTP
+	// Hooks run in reverse order: the recorder sees Graceful once the HTTP
 	// server's hook has returned, that is once its listener is closed.
 	d := drain.New(srv, tr, drain.WithGracePeriod(defaultTestTimeout),
 		drain.WithHooks(recorder, stophook.HTTPServer(httpSrv)))
@@ -112,15 +112,15 @@ func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
 		report, err = d.Drain(context.Background())
 		drained <- err
 	}()
-	httpWaitPhase(t, phases, stophook.GoAway)
+	httpWaitPhase(t, phases, stophook.Graceful)
 
 	if conn, err := net.DialTimeout("tcp", hlis.Addr().String(), defaultTestTimeout); err == nil {
 		conn.Close()
-		t.Errorf("new connection to the HTTP server after GoAway: accepted, want refused")
+		t.Errorf("new connection to the HTTP server after Graceful: accepted, want refused")
 	}
 	select {
 	case r := <-request:
-		t.Fatalf("HTTP request in progress ended at GoAway: %+v, want it to go on", r)
+		t.Fatalf("HTTP request in progress ended at Graceful: %+v, want it to go on", r)
 	case err := <-drained:
 		t.Fatalf("Drain() = %v with the HTTP request and the gRPC call in progress, want it to wait", err)
 	default:
@@ -129,10 +129,10 @@ func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
 	close(httpRelease)
 	r := receive(t, request, "the HTTP request")
 	if r.err != nil || r.resp.StatusCode != http.StatusOK || r.body != "done" {
-		t.Fatalf("HTTP request in progress at GoAway = %v, %v, %q, want 200 OK, \"done\"", r.resp, r.err, r.body)
+		t.Fatalf("HTTP request in progress at Graceful = %v, %v, %q, want 200 OK, \"done\"", r.resp, r.err, r.body)
 	}
 	if !r.resp.Close {
-		t.Errorf("response to the HTTP request in progress at GoAway has no \"Connection: close\"")
+		t.Errorf("response to the HTTP request in progress at Graceful has no \"Connection: close\"")
 	}
 	if err := receive(t, httpServed, "http.Server.Serve to return"); !errors.Is(err, http.ErrServerClosed) {
 		t.Errorf("http.Server.Serve() = %v, want %v", err, http.ErrServerClosed)
@@ -145,7 +145,7 @@ func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
 	if err := receive(t, drained, "Drain to return"); err != nil {
 		t.Errorf("Drain() = %v, want nil", err)
 	}
-	if want := []string{drain.PhaseNotReady, drain.PhaseGraceful, drain.PhaseCleanup}; !slices.Equal(phaseNames(report), want) || report.Forced {
+	if want := []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cleanup}; !slices.Equal(phaseNames(report), want) || report.Forced {
 		t.Errorf("Drain() report phases = %v, forced %t, want %v, not forced", phaseNames(report), report.Forced, want)
 	}
 	if err := receive(t, grpcServed, "grpc.Server.Serve to return"); err != nil {
@@ -245,7 +245,7 @@ func TestServeHTTPDrainVersusGracefulStop(t *testing.T) {
 			if err != nil || r.Forced {
 				t.Errorf("Drain() = forced %t, %v, want a clean drain", r.Forced, err)
 			}
-			if len(r.Phases) < 2 || r.Phases[1].Name != drain.PhaseGraceful || r.Phases[1].InFlight < 2 {
+			if len(r.Phases) < 2 || r.Phases[1].Phase != stophook.Graceful || r.Phases[1].InFlight < 2 {
 				t.Errorf("Drain() phases = %+v, want Graceful second, beginning with the call and Watch in flight", r.Phases)
 			}
 			if err := receive(t, call, "the unary call"); (err == nil) != tc.wantCallOK {

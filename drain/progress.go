@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/stophook"
 )
 
 // progressInterval is the time between two progress records of a phase
@@ -29,8 +30,8 @@ type phases struct {
 
 // enter ends the current phase and begins the named one, which lasts
 // bound at the most (0 for a phase that does not wait).
-func (p *phases) enter(name string, bound time.Duration) {
-	p.begin(slog.LevelInfo, name, bound, "")
+func (p *phases) enter(phase stophook.Phase, bound time.Duration) {
+	p.begin(slog.LevelInfo, phase, bound, "")
 }
 
 // enterForce begins the Force phase, which cuts the RPCs still in flight
@@ -46,15 +47,15 @@ func (p *phases) enterForce(cut int, why string) {
 	if why == "" {
 		why = "no RPC left; closing connections that did not close after GOAWAY"
 	}
-	p.begin(level, PhaseForce, p.d.o.forceWait, why)
+	p.begin(level, stophook.Force, p.d.o.forceWait, why)
 }
 
-func (p *phases) begin(level slog.Level, name string, bound time.Duration, why string) {
+func (p *phases) begin(level slog.Level, phase stophook.Phase, bound time.Duration, why string) {
 	p.leave()
 	n := p.d.t.InFlight()
 	start := time.Now()
-	p.r.Phases = append(p.r.Phases, PhaseReport{Name: name, InFlight: n, started: start})
-	attrs := []slog.Attr{slog.String("phase", name), slog.Int("in_flight", n)}
+	p.r.Phases = append(p.r.Phases, PhaseReport{Phase: phase, InFlight: n, started: start})
+	attrs := []slog.Attr{slog.String("phase", phase.String()), slog.Int("in_flight", n)}
 	if bound > 0 {
 		attrs = append(attrs, slog.String("max", round(bound)))
 	}
@@ -63,14 +64,14 @@ func (p *phases) begin(level slog.Level, name string, bound time.Duration, why s
 	}
 	p.d.o.logger.LogAttrs(p.ctx, level, "drain phase", attrs...)
 	if bound > 0 && p.d.o.logger.Enabled(p.ctx, slog.LevelInfo) {
-		p.stopProgress = p.progress(name, start.Add(bound))
+		p.stopProgress = p.progress(phase, start.Add(bound))
 	}
 }
 
 // skip logs that the named phase does not run, and why.
-func (p *phases) skip(name, why string) {
+func (p *phases) skip(phase stophook.Phase, why string) {
 	p.d.o.logger.LogAttrs(p.ctx, slog.LevelInfo, "drain phase skipped",
-		slog.String("phase", name), slog.String("why", why))
+		slog.String("phase", phase.String()), slog.String("why", why))
 }
 
 // leave ends the current phase: it records its duration and stops its
@@ -91,7 +92,7 @@ func (p *phases) leave() {
 // progress logs the progress of the named phase, which ends by deadline,
 // every progressInterval, and returns a function that stops it and waits
 // for it to stop.
-func (p *phases) progress(name string, deadline time.Time) (stop func()) {
+func (p *phases) progress(phase stophook.Phase, deadline time.Time) (stop func()) {
 	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
@@ -108,7 +109,7 @@ func (p *phases) progress(name string, deadline time.Time) (stop func()) {
 				}
 				calls := p.d.t.Calls()
 				p.d.o.logger.LogAttrs(p.ctx, slog.LevelInfo, "drain progress",
-					slog.String("phase", name), slog.String("left", round(left)),
+					slog.String("phase", phase.String()), slog.String("left", round(left)),
 					slog.Int("in_flight", len(calls)), slog.Any("methods", byMethod(calls)))
 			}
 		}

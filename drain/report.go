@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/stophook"
 )
 
 // A Report tells what a drain did. It logs as one structured record.
@@ -26,7 +27,7 @@ type Report struct {
 
 // A PhaseReport tells what one phase of a drain did.
 type PhaseReport struct {
-	Name     string // PhaseNotReady, PhaseGraceful, PhaseCancel, PhaseForce or PhaseCleanup
+	Phase    stophook.Phase // NotReady, Graceful, Cancel, Force or Cleanup
 	Duration time.Duration
 	InFlight int // RPCs whose handler was running when the phase began
 
@@ -42,7 +43,7 @@ func round(d time.Duration) string { return d.Round(time.Microsecond).String() }
 func (r Report) LogValue() slog.Value {
 	phases := make([]slog.Attr, len(r.Phases))
 	for i, p := range r.Phases {
-		phases[i] = slog.Group(p.Name, slog.String("duration", round(p.Duration)), slog.Int("in_flight", p.InFlight))
+		phases[i] = slog.Group(p.Phase.String(), slog.String("duration", round(p.Duration)), slog.Int("in_flight", p.InFlight))
 	}
 	attrs := []slog.Attr{
 		slog.String("duration", round(r.Duration)),

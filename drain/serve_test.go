@@ -76,11 +76,11 @@ func (o *serveChildOutput) line(format string, args ...any) {
 
 // serveChildMain runs a gRPC server with drain.Serve on 127.0.0.1, with a
 // 30s grace period, and returns the child's exit code. It prints the
-// server's address ("ADDR host:port"), each hook event ("EVENT GoAway"),
+// server's address ("ADDR host:port"), each hook event ("EVENT Graceful"),
 // "HANDLER_STARTED" when UnaryCall starts, and what Serve returned
 // ("SERVE_RETURNED forced=<wraps ErrForced> err=<error>"). The modes:
 //
-//   - clean: UnaryCall returns as soon as the drain sends GoAway.
+//   - clean: UnaryCall returns as soon as the drain sends Graceful.
 //   - stubborn: UnaryCall ignores its context and never returns.
 //   - programmatic: stubborn, and the child calls Drain when it reads
 //     "drain" on its standard input; it prints "DRAIN_RETURNED ...".
@@ -109,7 +109,7 @@ func serveChildMain(mode string) int {
 	var once sync.Once
 	hook := stophook.Func(func(_ context.Context, e stophook.Event) error {
 		out.line("EVENT %v", e.Phase)
-		if e.Phase == stophook.GoAway {
+		if e.Phase == stophook.Graceful {
 			once.Do(func() { close(goAway) })
 		}
 		return nil
@@ -390,12 +390,12 @@ func TestServeDrainsOnSignal(t *testing.T) {
 			if code, _ := c.exitCode(defaultTestTimeout); code != serveExitClean {
 				t.Errorf("child exit code = %d, want %d (Serve returned nil)\n%s", code, serveExitClean, c.report())
 			}
-			for _, want := range []string{"EVENT DrainStart", "EVENT GoAway", "EVENT Stopped", "SERVE_RETURNED forced=false err=<nil>"} {
+			for _, want := range []string{"EVENT NotReady", "EVENT Graceful", "EVENT Cleanup", "SERVE_RETURNED forced=false err=<nil>"} {
 				if !c.printed(want) {
 					t.Errorf("the child did not print %q\n%s", want, c.report())
 				}
 			}
-			for _, unwanted := range []string{"EVENT GraceTimeout", "EVENT Forced"} {
+			for _, unwanted := range []string{"EVENT Cancel", "EVENT Force"} {
 				if c.printed(unwanted) {
 					t.Errorf("the child printed %q, want a clean drain\n%s", unwanted, c.report())
 				}
@@ -409,9 +409,9 @@ func TestServeSecondSignalForces(t *testing.T) {
 	call := c.startUnary()
 
 	c.signal(syscall.SIGTERM)
-	c.expect("EVENT GoAway")
+	c.expect("EVENT Graceful")
 	c.stillRunning("after the first SIGTERM; the grace period is 30s")
-	if c.printed("EVENT Forced") {
+	if c.printed("EVENT Force") {
 		t.Fatalf("the first SIGTERM forced the drain\n%s", c.report())
 	}
 
@@ -421,10 +421,10 @@ func TestServeSecondSignalForces(t *testing.T) {
 		t.Errorf("child exit code = %d, want %d (Serve returned an error wrapping ErrForced)\n%s", code, serveExitForced, c.report())
 	}
 	t.Logf("the child exited %v after the second SIGTERM", took)
-	if !c.printed("EVENT Forced") || !c.printed("SERVE_RETURNED forced=true") {
+	if !c.printed("EVENT Force") || !c.printed("SERVE_RETURNED forced=true") {
 		t.Errorf("the child did not report a forced drain\n%s", c.report())
 	}
-	if c.printed("EVENT GraceTimeout") {
+	if c.printed("EVENT Cancel") {
 		t.Errorf("the child ran the Cancel phase, want it skipped by the second signal\n%s", c.report())
 	}
 	if err := receive(t, call, "the in-flight call"); status.Code(err) != codes.Unavailable {
@@ -437,10 +437,10 @@ func TestServeSignalDuringProgrammaticDrain(t *testing.T) {
 	call := c.startUnary()
 
 	c.send("drain")
-	c.expect("EVENT GoAway")
+	c.expect("EVENT Graceful")
 	c.signal(syscall.SIGTERM)
 	c.stillRunning("after one SIGTERM during a programmatic drain; the grace period is 30s")
-	if c.printed("EVENT Forced") {
+	if c.printed("EVENT Force") {
 		t.Fatalf("the first SIGTERM forced the drain\n%s", c.report())
 	}
 
@@ -450,7 +450,7 @@ func TestServeSignalDuringProgrammaticDrain(t *testing.T) {
 		t.Errorf("child exit code = %d, want %d (Serve returned an error wrapping ErrForced)\n%s", code, serveExitForced, c.report())
 	}
 	t.Logf("the child exited %v after the second SIGTERM", took)
-	for _, want := range []string{"EVENT Forced", "DRAIN_RETURNED forced=true", "SERVE_RETURNED forced=true"} {
+	for _, want := range []string{"EVENT Force", "DRAIN_RETURNED forced=true", "SERVE_RETURNED forced=true"} {
 		if !c.printed(want) {
 			t.Errorf("the child did not print %q\n%s", want, c.report())
 		}
@@ -548,11 +548,11 @@ func TestServeRepeatedSignalIsOne(t *testing.T) {
 	c.signal(syscall.SIGTERM)
 	// Sent once the first has arrived, lest the kernel merge the two, and
 	// a few milliseconds later: well within the window.
-	c.expect("EVENT DrainStart")
+	c.expect("EVENT NotReady")
 	c.signal(syscall.SIGTERM)
-	c.expect("EVENT GoAway")
+	c.expect("EVENT Graceful")
 	c.stillRunning("after two SIGTERMs within the repeat window; the grace period is 30s")
-	if c.printed("EVENT Forced") {
+	if c.printed("EVENT Force") {
 		t.Fatalf("a repeated SIGTERM forced the drain\n%s", c.report())
 	}
 	c.signal(syscall.SIGTERM) // serveQuietPeriod after: past the window
@@ -579,7 +579,7 @@ func TestServeSignalBeforeServe(t *testing.T) {
 		t.Errorf("child exit code = %d, want %d\n%s", code, serveExitClean, c.report())
 	}
 	t.Logf("the child exited %v after its start-up was interrupted", took)
-	for _, want := range []string{"EVENT DrainStart", "EVENT Stopped", "SERVE_RETURNED forced=false err=<nil>"} {
+	for _, want := range []string{"EVENT NotReady", "EVENT Cleanup", "SERVE_RETURNED forced=false err=<nil>"} {
 		if !c.printed(want) {
 			t.Errorf("the child did not print %q\n%s", want, c.report())
 		}

@@ -2,8 +2,8 @@
 // at each of its phases: to stop a server that runs beside gRPC, to record
 // the drain, or to close a database once no handler uses it.
 //
-// A Hook receives every Event of a drain, in phase order: DrainStart, GoAway,
-// GraceTimeout, Forced and Stopped, less the phases the drain skips. A hook
+// A Hook receives every Event of a drain, in phase order: NotReady, Graceful,
+// Cancel, Force and Cleanup, less the phases the drain skips. A hook
 // ignores the events it has no use for.
 //
 // The rules a drain keeps, which a hook may rely on:

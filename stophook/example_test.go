@@ -35,7 +35,7 @@ func Example() {
 
 	// What the drain does at its last phase.
 	for i := len(hooks) - 1; i >= 0; i-- {
-		err := hooks[i].OnStop(context.Background(), stophook.Event{Phase: stophook.Stopped})
+		err := hooks[i].OnStop(context.Background(), stophook.Event{Phase: stophook.Cleanup})
 		fmt.Printf("%v: %v\n", hooks[i], err)
 	}
 	// Output:
@@ -54,15 +54,15 @@ func ExampleCloser() {
 	defer os.Remove(f.Name())
 
 	hook := stophook.Closer("journal", f)
-	for _, p := range []stophook.Phase{stophook.DrainStart, stophook.GoAway, stophook.Stopped} {
+	for _, p := range []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cleanup} {
 		err := hook.OnStop(context.Background(), stophook.Event{Phase: p})
 		_, werr := f.WriteString("entry\n")
 		fmt.Printf("%v: hook %v, file closed: %v\n", p, err, errors.Is(werr, os.ErrClosed))
 	}
 	// Output:
-	// DrainStart: hook <nil>, file closed: false
-	// GoAway: hook <nil>, file closed: false
-	// Stopped: hook <nil>, file closed: true
+	// NotReady: hook <nil>, file closed: false
+	// Graceful: hook <nil>, file closed: false
+	// Cleanup: hook <nil>, file closed: true
 }
 
 func ExampleHTTPServer() {
@@ -77,14 +77,14 @@ func ExampleHTTPServer() {
 
 	hook := stophook.HTTPServer(metrics)
 	// The events a drain sends when every RPC ends within the grace period.
-	for _, p := range []stophook.Phase{stophook.DrainStart, stophook.GoAway, stophook.Stopped} {
+	for _, p := range []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cleanup} {
 		err := hook.OnStop(context.Background(), stophook.Event{Phase: p})
 		fmt.Printf("%v: %v\n", p, err)
 	}
 	fmt.Println("Serve:", <-served)
 	// Output:
-	// DrainStart: <nil>
-	// GoAway: <nil>
-	// Stopped: <nil>
+	// NotReady: <nil>
+	// Graceful: <nil>
+	// Cleanup: <nil>
 	// Serve: http: Server closed
 }

@@ -15,15 +15,15 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Closer returns a Hook that calls c.Close at Stopped, once no handler uses
+// Closer returns a Hook that calls c.Close at Cleanup, once no handler uses
 // c: a *sql.DB, a client of another service, a file. The name says what c is
 // in errors: "stophook: closing <name>: <error>".
 //
-// Close runs once, at the first Stopped event, even if the event repeats;
+// Close runs once, at the first Cleanup event, even if the event repeats;
 // the hook ignores the other phases. Close runs in a goroutine of its own, so
 // that a Close that blocks cannot hold the hook past its context: the hook
 // then returns the context's error, and the goroutine is left to finish on
-// its own. A later Stopped event waits for that same Close. The error of
+// its own. A later Cleanup event waits for that same Close. The error of
 // Close is returned by the call that sees it finish; a panic in Close is
 // returned as an error too.
 //
@@ -40,7 +40,7 @@ func Closer(name string, c io.Closer) Hook {
 	return &closeOnce{what: name, hook: fmt.Sprintf("stophook.Closer(%q)", name), close: c.Close}
 }
 
-// ClientConn returns a Hook that closes cc at Stopped, once no handler calls
+// ClientConn returns a Hook that closes cc at Cleanup, once no handler calls
 // through it. It behaves as Closer does. A cc that the application closed
 // itself before is not an error: grpc then reports codes.Canceled, and the
 // hook returns nil. ClientConn panics if cc is nil.
@@ -63,7 +63,7 @@ func ClientConn(cc *grpc.ClientConn) Hook {
 }
 
 // HTTPTransport returns a Hook that closes the idle connections of tr at
-// Stopped, once no handler sends requests through it. tr is an
+// Cleanup, once no handler sends requests through it. tr is an
 // *http.Transport, an *http.Client or anything else that keeps connections
 // open between requests. Connections in use are left alone; the hook ignores
 // the other phases and never fails. HTTPTransport panics if tr is nil.
@@ -73,7 +73,7 @@ func HTTPTransport(tr interface{ CloseIdleConnections() }) Hook {
 	}
 	name := fmt.Sprintf("stophook.HTTPTransport(%T)", tr)
 	return &named{name: name, f: func(_ context.Context, e Event) error {
-		if e.Phase == Stopped {
+		if e.Phase == Cleanup {
 			tr.CloseIdleConnections()
 		}
 		return nil
@@ -83,25 +83,25 @@ func HTTPTransport(tr interface{ CloseIdleConnections() }) Hook {
 // HTTPServer returns a Hook that drains srv, an HTTP server running beside
 // the gRPC server (metrics, a REST gateway, webhooks), in step with it:
 //
-//   - DrainStart: nothing. srv serves as before, keep-alive connections
+//   - NotReady: nothing. srv serves as before, keep-alive connections
 //     included, for the readiness delay, as the gRPC server does. Turning
 //     keep-alives off here would close idle connections while load
 //     balancers may still send their clients back to this server, and cost
 //     them new connections for nothing.
-//   - GoAway: srv.Shutdown starts in the background; the hook returns as
+//   - Graceful: srv.Shutdown starts in the background; the hook returns as
 //     soon as srv's listeners are closed. New connections are refused from
 //     then on, idle ones are closed, and every other one is closed after its
 //     response, which carries "Connection: close" (HTTP/2 connections are
 //     sent GOAWAY). The HTTP server drains while the gRPC server's grace
-//     period runs. If the drain skips GoAway, this happens at GraceTimeout,
-//     or at Stopped.
-//   - Forced: Shutdown is abandoned and srv.Close closes every connection,
+//     period runs. If the drain skips Graceful, this happens at Cancel,
+//     or at Cleanup.
+//   - Force: Shutdown is abandoned and srv.Close closes every connection,
 //     requests in progress included. The hook returns the error of Close,
 //     if any.
-//   - Stopped: the hook waits for Shutdown to end and returns its error, if
+//   - Cleanup: the hook waits for Shutdown to end and returns its error, if
 //     any: failing to close a listener is an error, being cut short by the
 //     forced stop is not (the drain reports that itself). If the hook's
-//     context ends first, srv is closed as at Forced and the hook returns
+//     context ends first, srv is closed as at Force and the hook returns
 //     the context's error; the goroutine running Shutdown then ends at once.
 //
 // So if the gRPC server is done before the HTTP server, the HTTP server gets
@@ -141,11 +141,11 @@ func (h *httpServer) String() string {
 
 func (h *httpServer) OnStop(ctx context.Context, e Event) error {
 	switch e.Phase {
-	case GoAway, GraceTimeout:
+	case Graceful, Cancel:
 		return h.goAway(ctx)
-	case Forced:
+	case Force:
 		return h.force(ctx)
-	case Stopped:
+	case Cleanup:
 		return h.stopped(ctx)
 	}
 	return nil
@@ -158,7 +158,7 @@ func (h *httpServer) startShutdown(ctx context.Context) {
 		return
 	}
 	// The drain's context for this call ends when the call returns;
-	// Shutdown must outlive it, until Forced or Stopped.
+	// Shutdown must outlive it, until Force or Cleanup.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	h.cancel = cancel
 	h.shutdown = startTask(func() error { return h.srv.Shutdown(sctx) })
@@ -220,10 +220,10 @@ func (h *httpServer) stopped(ctx context.Context) error {
 			h.mu.Lock()
 			h.startClose()
 			h.mu.Unlock()
-			return fmt.Errorf("stophook: http server still shutting down at Stopped, its connections are closed: %w", ctx.Err())
+			return fmt.Errorf("stophook: http server still shutting down at Cleanup, its connections are closed: %w", ctx.Err())
 		}
-		// Shutdown fails with context.Canceled only when Forced, or a
-		// Stopped whose context ended, cut it short: its context is ours.
+		// Shutdown fails with context.Canceled only when Force, or a
+		// Cleanup whose context ended, cut it short: its context is ours.
 		if err := s.take(); err != nil && !errors.Is(err, context.Canceled) {
 			errs = append(errs, fmt.Errorf("stophook: shutting down http server: %w", err))
 		}
@@ -239,20 +239,20 @@ func (h *httpServer) stopped(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// closeOnce runs close once, at the first Stopped event.
+// closeOnce runs close once, at the first Cleanup event.
 type closeOnce struct {
 	what  string // what close closes, for errors
 	hook  string // the name of the hook
 	close func() error
 
 	mu   sync.Mutex
-	task *task // nil until Stopped
+	task *task // nil until Cleanup
 }
 
 func (h *closeOnce) String() string { return h.hook }
 
 func (h *closeOnce) OnStop(ctx context.Context, e Event) error {
-	if e.Phase != Stopped {
+	if e.Phase != Cleanup {
 		return nil
 	}
 	h.mu.Lock()

@@ -34,7 +34,7 @@ const defaultTestTimeout = 10 * time.Second
 
 var errBoom = errors.New("boom")
 
-var phases = []stophook.Phase{stophook.DrainStart, stophook.GoAway, stophook.GraceTimeout, stophook.Forced, stophook.Stopped}
+var phases = []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cancel, stophook.Force, stophook.Cleanup}
 
 func testContext(t *testing.T) context.Context {
 	t.Helper()
@@ -225,19 +225,19 @@ func TestHTTPServerDrainsGracefully(t *testing.T) {
 	slow := getAsync(client, f.url("/block"))
 	f.waitEntered(t)
 
-	onStop(t, hook, stophook.DrainStart)
+	onStop(t, hook, stophook.NotReady)
 	// During the readiness delay, the server takes new connections.
 	other, _ := newClient(t)
 	if r := get(other, f.url("/")); r.err != nil || r.body != "ok" {
-		t.Errorf("GET / after DrainStart = %q, %v; want %q, nil", r.body, r.err, "ok")
+		t.Errorf("GET / after NotReady = %q, %v; want %q, nil", r.body, r.err, "ok")
 	}
 
-	// GoAway returns at once, with the slow request still running.
-	onStop(t, hook, stophook.GoAway)
+	// Graceful returns at once, with the slow request still running.
+	onStop(t, hook, stophook.Graceful)
 	f.checkRefused(t)
 	select {
 	case r := <-slow:
-		t.Fatalf("GET /block ended after GoAway with %+v, want it still running", r)
+		t.Fatalf("GET /block ended after Graceful with %+v, want it still running", r)
 	default:
 	}
 
@@ -249,7 +249,7 @@ func TestHTTPServerDrainsGracefully(t *testing.T) {
 	if !r.close {
 		t.Errorf("GET /block: response without Connection: close, want it closing the connection")
 	}
-	onStop(t, hook, stophook.Stopped)
+	onStop(t, hook, stophook.Cleanup)
 	f.waitServed(t)
 }
 
@@ -260,14 +260,14 @@ func TestHTTPServerForcedCutsRequests(t *testing.T) {
 	stuck := getAsync(client, f.url("/block")) // released only by the cleanup
 	f.waitEntered(t)
 
-	onStop(t, hook, stophook.DrainStart)
-	onStop(t, hook, stophook.GoAway)
-	onStop(t, hook, stophook.GraceTimeout)
-	onStop(t, hook, stophook.Forced)
+	onStop(t, hook, stophook.NotReady)
+	onStop(t, hook, stophook.Graceful)
+	onStop(t, hook, stophook.Cancel)
+	onStop(t, hook, stophook.Force)
 	if r := waitResult(t, stuck); r.err == nil {
-		t.Errorf("GET /block after Forced = %q, nil; want an error", r.body)
+		t.Errorf("GET /block after Force = %q, nil; want an error", r.body)
 	}
-	onStop(t, hook, stophook.Stopped)
+	onStop(t, hook, stophook.Cleanup)
 	f.waitServed(t)
 }
 
@@ -278,15 +278,15 @@ func TestHTTPServerStoppedContextEnds(t *testing.T) {
 	stuck := getAsync(client, f.url("/block")) // released only by the cleanup
 	f.waitEntered(t)
 
-	onStop(t, hook, stophook.GoAway)
+	onStop(t, hook, stophook.Graceful)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	err := hook.OnStop(ctx, event(stophook.Stopped))
+	err := hook.OnStop(ctx, event(stophook.Cleanup))
 	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("OnStop(Stopped) = %v, want %v", err, context.DeadlineExceeded)
+		t.Errorf("OnStop(Cleanup) = %v, want %v", err, context.DeadlineExceeded)
 	}
 	if r := waitResult(t, stuck); r.err == nil {
-		t.Errorf("GET /block after Stopped timed out = %q, nil; want an error", r.body)
+		t.Errorf("GET /block after Cleanup timed out = %q, nil; want an error", r.body)
 	}
 	f.waitServed(t)
 }
@@ -301,7 +301,7 @@ func TestHTTPServerPhases(t *testing.T) {
 				seq = append(seq, p)
 			}
 		}
-		seq = append(seq, stophook.Stopped)
+		seq = append(seq, stophook.Cleanup)
 		name := fmt.Sprint(seq)
 		t.Run(name, func(t *testing.T) {
 			f := newHTTPFixture(t, nil)
@@ -347,14 +347,14 @@ func TestHTTPServerReportsErrors(t *testing.T) {
 	}{
 		{
 			name:    "shutdown",
-			phases:  []stophook.Phase{stophook.DrainStart, stophook.GoAway, stophook.Stopped},
-			errAt:   stophook.Stopped,
+			phases:  []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cleanup},
+			errAt:   stophook.Cleanup,
 			wantErr: "stophook: shutting down http server: boom",
 		},
 		{
 			name:    "close",
-			phases:  []stophook.Phase{stophook.DrainStart, stophook.Forced, stophook.Stopped},
-			errAt:   stophook.Forced,
+			phases:  []stophook.Phase{stophook.NotReady, stophook.Force, stophook.Cleanup},
+			errAt:   stophook.Force,
 			wantErr: "stophook: closing http server: boom",
 		},
 	}
@@ -404,21 +404,21 @@ func TestCloserClosesOnceAtStopped(t *testing.T) {
 			t.Fatalf("Close called %d times after %v, want 0", n, p)
 		}
 	}
-	onStop(t, hook, stophook.Stopped)
-	onStop(t, hook, stophook.Stopped)
+	onStop(t, hook, stophook.Cleanup)
+	onStop(t, hook, stophook.Cleanup)
 	if n := c.calls.Load(); n != 1 {
-		t.Errorf("Close called %d times after Stopped twice, want 1", n)
+		t.Errorf("Close called %d times after Cleanup twice, want 1", n)
 	}
 }
 
 func TestCloserError(t *testing.T) {
 	hook := stophook.Closer("db", &fakeCloser{err: errBoom})
-	err := hook.OnStop(testContext(t), event(stophook.Stopped))
+	err := hook.OnStop(testContext(t), event(stophook.Cleanup))
 	if want := "stophook: closing db: boom"; !errors.Is(err, errBoom) || err.Error() != want {
-		t.Errorf("OnStop(Stopped) = %v, want %q", err, want)
+		t.Errorf("OnStop(Cleanup) = %v, want %q", err, want)
 	}
 	// The error is reported once.
-	onStop(t, hook, stophook.Stopped)
+	onStop(t, hook, stophook.Cleanup)
 }
 
 func TestCloserBlocked(t *testing.T) {
@@ -426,16 +426,16 @@ func TestCloserBlocked(t *testing.T) {
 	hook := stophook.Closer("cache", c)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	err := hook.OnStop(ctx, event(stophook.Stopped))
+	err := hook.OnStop(ctx, event(stophook.Cleanup))
 	if want := "stophook: closing cache: " + context.DeadlineExceeded.Error(); !errors.Is(err, context.DeadlineExceeded) || err.Error() != want {
-		t.Errorf("OnStop(Stopped) = %v, want %q", err, want)
+		t.Errorf("OnStop(Cleanup) = %v, want %q", err, want)
 	}
 
-	// A later Stopped waits for the same Close, and reports its error.
+	// A later Cleanup waits for the same Close, and reports its error.
 	close(c.release)
-	err = hook.OnStop(testContext(t), event(stophook.Stopped))
+	err = hook.OnStop(testContext(t), event(stophook.Cleanup))
 	if !errors.Is(err, errBoom) {
-		t.Errorf("second OnStop(Stopped) = %v, want %v", err, errBoom)
+		t.Errorf("second OnStop(Cleanup) = %v, want %v", err, errBoom)
 	}
 	if n := c.calls.Load(); n != 1 {
 		t.Errorf("Close called %d times, want 1", n)
@@ -448,9 +448,9 @@ func (panickingCloser) Close() error { panic("oops") }
 
 func TestCloserPanic(t *testing.T) {
 	hook := stophook.Closer("queue", panickingCloser{})
-	err := hook.OnStop(testContext(t), event(stophook.Stopped))
+	err := hook.OnStop(testContext(t), event(stophook.Cleanup))
 	if want := "stophook: closing queue: panic: oops"; err == nil || err.Error() != want {
-		t.Errorf("OnStop(Stopped) = %v, want %q", err, want)
+		t.Errorf("OnStop(Cleanup) = %v, want %q", err, want)
 	}
 }
 
@@ -460,9 +460,9 @@ func TestCloserFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	hook := stophook.Closer("journal", f)
-	onStop(t, hook, stophook.Stopped)
+	onStop(t, hook, stophook.Cleanup)
 	if err := f.Close(); !errors.Is(err, os.ErrClosed) {
-		t.Errorf("Close() after Stopped = %v, want %v", err, os.ErrClosed)
+		t.Errorf("Close() after Cleanup = %v, want %v", err, os.ErrClosed)
 	}
 }
 
@@ -500,7 +500,7 @@ func TestHTTPTransport(t *testing.T) {
 					t.Errorf("GET / after %v opened a new connection, want the idle one reused", p)
 				}
 			}
-			onStop(t, hook, stophook.Stopped)
+			onStop(t, hook, stophook.Cleanup)
 			f.waitConnClosed(t)
 		})
 	}
@@ -545,14 +545,14 @@ func TestClientConn(t *testing.T) {
 			t.Fatalf("Check() after %v = %v, want nil", p, err)
 		}
 	}
-	onStop(t, hook, stophook.Stopped)
+	onStop(t, hook, stophook.Cleanup)
 	if got := cc.GetState(); got != connectivity.Shutdown {
-		t.Errorf("GetState() after Stopped = %v, want %v", got, connectivity.Shutdown)
+		t.Errorf("GetState() after Cleanup = %v, want %v", got, connectivity.Shutdown)
 	}
 	if err := check(ctx, cc); status.Code(err) != codes.Canceled {
-		t.Errorf("Check() after Stopped = %v, want code %v", err, codes.Canceled)
+		t.Errorf("Check() after Cleanup = %v, want code %v", err, codes.Canceled)
 	}
-	onStop(t, hook, stophook.Stopped)
+	onStop(t, hook, stophook.Cleanup)
 }
 
 func TestClientConnClosedBefore(t *testing.T) {
@@ -561,7 +561,7 @@ func TestClientConnClosedBefore(t *testing.T) {
 	if err := cc.Close(); err != nil {
 		t.Fatalf("Close() = %v", err)
 	}
-	onStop(t, hook, stophook.Stopped)
+	onStop(t, hook, stophook.Cleanup)
 }
 
 func TestHookNames(t *testing.T) {

@@ -21,44 +21,46 @@ type Func func(ctx context.Context, e Event) error
 // OnStop calls f(ctx, e).
 func (f Func) OnStop(ctx context.Context, e Event) error { return f(ctx, e) }
 
-// A Phase names the moment of a drain at which hooks are called. Phases come
-// in the order they are declared; a drain skips those it does not need.
+// A Phase names a phase of a drain: the drain's log records, its Report and
+// its hooks use the same names. A hook is called as each phase begins.
+// Phases come in the order they are declared; a drain skips those it does not
+// need, and the hooks then see no event for them.
 type Phase int
 
 const (
-	// DrainStart: the drain has begun. Health reports NOT_SERVING, and the
+	// NotReady: the drain has begun. Health reports NOT_SERVING, and the
 	// server still serves everything, new connections included, for the
 	// readiness delay.
-	DrainStart Phase = iota + 1
-	// GoAway: the readiness delay is over. The server has cancelled its
+	NotReady Phase = iota + 1
+	// Graceful: the readiness delay is over. The server has cancelled its
 	// long-lived streams and is sending GOAWAY and closing its listeners
 	// (once these hooks have run, for a server mounted with ServeHTTP); it
 	// waits for the other RPCs for the grace period. Servers beside it
 	// should stop accepting work now.
-	GoAway
-	// GraceTimeout: the grace period ran out with RPCs still in flight. New
+	Graceful
+	// Cancel: the grace period ran out with RPCs still in flight. New
 	// RPCs are refused and every running handler is being cancelled.
-	GraceTimeout
-	// Forced: GracefulStop did not finish in time, or the drain's context
+	Cancel
+	// Force: GracefulStop did not finish in time, or the drain's context
 	// ended; the server is being stopped, every connection closed. The
 	// event's InFlight is the number of RPCs the stop cuts: 0 when no
 	// handler is left and the stop only closes connections whose clients
 	// never acknowledged GOAWAY, and the drain is then not forced.
-	Forced
-	// Stopped: no handler runs any more, or those left are leaked. Close
+	Force
+	// Cleanup: no handler runs any more, or those left are leaked. Close
 	// the resources that handlers used: databases, clients, files.
-	Stopped
+	Cleanup
 )
 
 var phaseNames = [...]string{
-	DrainStart:   "DrainStart",
-	GoAway:       "GoAway",
-	GraceTimeout: "GraceTimeout",
-	Forced:       "Forced",
-	Stopped:      "Stopped",
+	NotReady: "NotReady",
+	Graceful: "Graceful",
+	Cancel:   "Cancel",
+	Force:    "Force",
+	Cleanup:  "Cleanup",
 }
 
-// String returns the name of the phase, such as "DrainStart".
+// String returns the name of the phase, such as "NotReady".
 func (p Phase) String() string {
 	if p > 0 && int(p) < len(phaseNames) {
 		return phaseNames[p]
@@ -74,6 +76,6 @@ type Event struct {
 	Cancelled int       // handlers whose context the drain has cancelled so far
 
 	// Leaked lists the handlers still running after the forced stop, at
-	// Stopped; it is empty otherwise. Hooks must not modify it.
+	// Cleanup; it is empty otherwise. Hooks must not modify it.
 	Leaked []interceptors.Call
 }

@@ -81,14 +81,14 @@ func (n *Notifier) HandOver(pid int) error {
 	return err
 }
 
-// OnStop reports an event of the drain: at DrainStart STOPPING=1, at every
+// OnStop reports an event of the drain: at NotReady STOPPING=1, at every
 // event STATUS= with the phase and EXTEND_TIMEOUT_USEC= with what remains of
 // the budget given by WithStopBudget, plus the margin. A message that
 // cannot be sent is an error, which joins the drain's: systemd did not hear
 // that the service stops.
 func (n *Notifier) OnStop(_ context.Context, e stophook.Event) error {
 	var state []string
-	if e.Phase == stophook.DrainStart {
+	if e.Phase == stophook.NotReady {
 		state = append(state, "STOPPING=1")
 	}
 	state = append(state, "STATUS="+phaseStatus(e))
@@ -108,15 +108,15 @@ func (n *Notifier) String() string { return "systemd.Notifier" }
 // phaseStatus returns the status line of a drain's event.
 func phaseStatus(e stophook.Event) string {
 	switch e.Phase {
-	case stophook.DrainStart:
+	case stophook.NotReady:
 		return fmt.Sprintf("draining: NotReady, health NOT_SERVING, %d RPCs in flight", e.InFlight)
-	case stophook.GoAway:
+	case stophook.Graceful:
 		return fmt.Sprintf("draining: Graceful, GOAWAY sent, %d RPCs in flight", e.InFlight)
-	case stophook.GraceTimeout:
+	case stophook.Cancel:
 		return fmt.Sprintf("draining: Cancel, %d RPCs in flight, %d handlers cancelled", e.InFlight, e.Cancelled)
-	case stophook.Forced:
+	case stophook.Force:
 		return fmt.Sprintf("draining: Force, stopping with %d RPCs in flight", e.InFlight)
-	case stophook.Stopped:
+	case stophook.Cleanup:
 		if len(e.Leaked) > 0 {
 			return fmt.Sprintf("drained: %d handlers leaked", len(e.Leaked))
 		}

@@ -272,29 +272,29 @@ func TestNotifierFollowsTheDrain(t *testing.T) {
 	}
 
 	m := s.next(t)
-	wantKeys(t, "DrainStart", m, "STOPPING", "STATUS", "EXTEND_TIMEOUT_USEC")
+	wantKeys(t, "NotReady", m, "STOPPING", "STATUS", "EXTEND_TIMEOUT_USEC")
 	if want := "draining: NotReady, health NOT_SERVING, 1 RPCs in flight"; m["STOPPING"] != "1" || m["STATUS"] != want {
-		t.Errorf("DrainStart: sent %v, want STOPPING=1 and STATUS=%s", m, want)
+		t.Errorf("NotReady: sent %v, want STOPPING=1 and STATUS=%s", m, want)
 	}
-	extend("DrainStart", m)
+	extend("NotReady", m)
 
 	m = s.next(t)
-	wantKeys(t, "GoAway", m, "STATUS", "EXTEND_TIMEOUT_USEC")
+	wantKeys(t, "Graceful", m, "STATUS", "EXTEND_TIMEOUT_USEC")
 	if want := "draining: Graceful, GOAWAY sent, 1 RPCs in flight"; m["STATUS"] != want {
-		t.Errorf("GoAway: sent STATUS=%q, want %q", m["STATUS"], want)
+		t.Errorf("Graceful: sent STATUS=%q, want %q", m["STATUS"], want)
 	}
-	extend("GoAway", m)
+	extend("Graceful", m)
 
 	close(svc.release)
 	if err := <-callErr; err != nil {
 		t.Errorf("UnaryCall() = %v, want nil", err)
 	}
 	m = s.next(t)
-	wantKeys(t, "Stopped", m, "STATUS", "EXTEND_TIMEOUT_USEC")
+	wantKeys(t, "Cleanup", m, "STATUS", "EXTEND_TIMEOUT_USEC")
 	if m["STATUS"] != "drained" {
-		t.Errorf("Stopped: sent STATUS=%q, want %q", m["STATUS"], "drained")
+		t.Errorf("Cleanup: sent STATUS=%q, want %q", m["STATUS"], "drained")
 	}
-	extend("Stopped", m)
+	extend("Cleanup", m)
 	if err := <-drained; err != nil {
 		t.Errorf("Drain() = %v, want nil", err)
 	}

@@ -32,9 +32,9 @@ func ExampleHook() {
 	hook := tracing.Hook(tracing.WithTracerProvider(tp))
 
 	started := time.Now()
-	for _, phase := range []stophook.Phase{stophook.DrainStart, stophook.GoAway, stophook.GraceTimeout, stophook.Forced, stophook.Stopped} {
+	for _, phase := range []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cancel, stophook.Force, stophook.Cleanup} {
 		e := stophook.Event{Phase: phase, Started: started, InFlight: 1}
-		if phase == stophook.Stopped {
+		if phase == stophook.Cleanup {
 			e.Leaked = []interceptors.Call{{Method: "/grpc.testing.TestService/FullDuplexCall", Started: started, Stream: true}}
 		}
 		if err := hook.OnStop(context.Background(), e); err != nil {

@@ -23,7 +23,7 @@ func TestHookDefaultsToGlobalProviders(t *testing.T) {
 	})
 
 	h := tracing.Hook()
-	feed(t, context.Background(), h, events(time.Now(), stophook.Forced, stophook.Stopped))
+	feed(t, context.Background(), h, events(time.Now(), stophook.Force, stophook.Cleanup))
 
 	if drains, _ := drainSpans(p.spans.Ended()); len(drains) != 1 {
 		t.Errorf("%d drain spans recorded by the global TracerProvider, want 1", len(drains))

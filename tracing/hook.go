@@ -23,11 +23,11 @@ const (
 
 // phaseSpanNames names the span of the drain phase that each event begins.
 var phaseSpanNames = [...]string{
-	stophook.DrainStart:   "drain.NotReady",
-	stophook.GoAway:       "drain.Graceful",
-	stophook.GraceTimeout: "drain.Cancel",
-	stophook.Forced:       "drain.Force",
-	stophook.Stopped:      "drain.Cleanup",
+	stophook.NotReady: "drain.NotReady",
+	stophook.Graceful: "drain.Graceful",
+	stophook.Cancel:   "drain.Cancel",
+	stophook.Force:    "drain.Force",
+	stophook.Cleanup:  "drain.Cleanup",
 }
 
 // Hook returns a stophook.Hook that records each drain as a span named
@@ -38,18 +38,18 @@ var phaseSpanNames = [...]string{
 // synchronous exporter, so that the hook returns at once.
 //
 // The drain span starts when the drain started (Event.Started), and ends at
-// the Stopped event. Its parent is the span in the context of the first event
+// the Cleanup event. Its parent is the span in the context of the first event
 // the hook receives, if any; otherwise it is a root span. Each event ends the
 // span of the phase before it and starts its own: "drain.NotReady" at
-// DrainStart, "drain.Graceful" at GoAway, "drain.Cancel" at GraceTimeout,
-// "drain.Force" at Forced and "drain.Cleanup" at Stopped, with the
+// NotReady, "drain.Graceful" at Graceful, "drain.Cancel" at Cancel,
+// "drain.Force" at Force and "drain.Cleanup" at Cleanup, with the
 // attributes drainkit.in_flight and drainkit.cancelled of the event. The
-// drain span gets the event "drain.grace_timeout" at GraceTimeout,
-// "drain.forced" at Forced, and one "drain.leaked_handler" per handler still
-// running at Stopped, with its rpc.method, drainkit.handler.age (seconds) and
+// drain span gets the event "drain.grace_timeout" at Cancel,
+// "drain.forced" at Force, and one "drain.leaked_handler" per handler still
+// running at Cleanup, with its rpc.method, drainkit.handler.age (seconds) and
 // drainkit.handler.stream. At its end it gets the attributes drainkit.forced,
 // drainkit.cancelled and drainkit.leaked, and the status Error if the drain
-// was forced: if its forced stop cut RPCs (the Forced event's InFlight) or
+// was forced: if its forced stop cut RPCs (the Force event's InFlight) or
 // handlers leaked.
 //
 // The metrics are described in the package documentation.
@@ -62,8 +62,8 @@ var phaseSpanNames = [...]string{
 // The hook may serve several drains, one after the other or at once (of
 // several servers): it tells them apart by Event.Started. A drain whose events
 // go back to an earlier phase, or repeat one, is taken as a new drain: the
-// spans of the one before, which never reached Stopped, are ended with the
-// status Error. The spans of a drain that never reaches Stopped, and does not
+// spans of the one before, which never reached Cleanup, are ended with the
+// status Error. The spans of a drain that never reaches Cleanup, and does not
 // start again, are left open.
 //
 // It panics if an option is nil.
@@ -83,7 +83,7 @@ type hook struct {
 	attrs   []attribute.KeyValue
 
 	mu     sync.Mutex
-	drains map[time.Time]*drainState // by drainKey; removed at Stopped
+	drains map[time.Time]*drainState // by drainKey; removed at Cleanup
 }
 
 // drainKey returns the key of the drain that started at started: the time
@@ -103,7 +103,7 @@ type drainState struct {
 
 // OnStop records e. It returns nil: it ignores phases it does not know.
 func (h *hook) OnStop(ctx context.Context, e stophook.Event) error {
-	if e.Phase < stophook.DrainStart || e.Phase > stophook.Stopped {
+	if e.Phase < stophook.NotReady || e.Phase > stophook.Cleanup {
 		return nil
 	}
 	now := time.Now()
@@ -123,7 +123,7 @@ func (h *hook) OnStop(ctx context.Context, e stophook.Event) error {
 	d.last = e.Phase
 
 	phaseStart := now
-	if e.Phase == stophook.DrainStart {
+	if e.Phase == stophook.NotReady {
 		phaseStart = d.start
 	}
 	if d.phase != nil {
@@ -139,10 +139,10 @@ func (h *hook) OnStop(ctx context.Context, e stophook.Event) error {
 	}
 
 	switch e.Phase {
-	case stophook.GraceTimeout:
+	case stophook.Cancel:
 		d.span.AddEvent(GraceTimeoutEventName, trace.WithTimestamp(now),
 			trace.WithAttributes(InFlightKey.Int(e.InFlight)))
-	case stophook.Forced:
+	case stophook.Force:
 		d.span.AddEvent(ForcedEventName, trace.WithTimestamp(now),
 			trace.WithAttributes(InFlightKey.Int(e.InFlight), CancelledKey.Int(e.Cancelled)))
 		// A stop that cuts no RPC only closes connections: the drain
@@ -150,7 +150,7 @@ func (h *hook) OnStop(ctx context.Context, e stophook.Event) error {
 		if e.InFlight > 0 {
 			h.markForced(d)
 		}
-	case stophook.Stopped:
+	case stophook.Cleanup:
 		for _, c := range e.Leaked {
 			d.span.AddEvent(LeakedHandlerEventName, trace.WithTimestamp(now),
 				trace.WithAttributes(
@@ -192,7 +192,7 @@ func (h *hook) begin(ctx context.Context, e stophook.Event, now time.Time) *drai
 	return &drainState{start: start, span: span, ctx: sctx}
 }
 
-// end ends the spans of d at its Stopped event e, and records its duration.
+// end ends the spans of d at its Cleanup event e, and records its duration.
 func (h *hook) end(d *drainState, e stophook.Event, now time.Time) {
 	d.phase.End(trace.WithTimestamp(now))
 	d.span.SetAttributes(
@@ -210,11 +210,11 @@ func (h *hook) end(d *drainState, e stophook.Event, now time.Time) {
 	h.metrics.duration.Record(context.Background(), now.Sub(d.start).Seconds(), attrs)
 }
 
-// abandon ends the spans of d, a drain that never reached Stopped.
+// abandon ends the spans of d, a drain that never reached Cleanup.
 func (h *hook) abandon(d *drainState, now time.Time) {
 	if d.phase != nil {
 		d.phase.End(trace.WithTimestamp(now))
 	}
-	d.span.SetStatus(codes.Error, "drain ended without a Stopped event")
+	d.span.SetStatus(codes.Error, "drain ended without a Cleanup event")
 	d.span.End(trace.WithTimestamp(now))
 }

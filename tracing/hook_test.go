@@ -20,7 +20,7 @@ import (
 const leakedMethod = "/grpc.testing.TestService/FullDuplexCall"
 
 // events returns the events of a drain that started at started, one per
-// phase given, with made-up counts that grow along the drain; at Stopped,
+// phase given, with made-up counts that grow along the drain; at Cleanup,
 // one stream handler started 10s before the drain is leaked if the drain was
 // forced.
 func events(started time.Time, phases ...stophook.Phase) []stophook.Event {
@@ -29,14 +29,14 @@ func events(started time.Time, phases ...stophook.Phase) []stophook.Event {
 	for _, p := range phases {
 		e := stophook.Event{Phase: p, Started: started}
 		switch p {
-		case stophook.DrainStart, stophook.GoAway:
+		case stophook.NotReady, stophook.Graceful:
 			e.InFlight = 3
-		case stophook.GraceTimeout:
+		case stophook.Cancel:
 			e.InFlight = 2
-		case stophook.Forced:
+		case stophook.Force:
 			e.InFlight, e.Cancelled = 1, 2
 			forced = true
-		case stophook.Stopped:
+		case stophook.Cleanup:
 			if forced {
 				e.InFlight, e.Cancelled = 1, 2
 				e.Leaked = []interceptors.Call{{
@@ -105,7 +105,7 @@ func TestHook(t *testing.T) {
 	}{
 		{
 			name:   "full",
-			phases: []stophook.Phase{stophook.DrainStart, stophook.GoAway, stophook.GraceTimeout, stophook.Forced, stophook.Stopped},
+			phases: []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cancel, stophook.Force, stophook.Cleanup},
 			wantPhases: []string{
 				"drain.NotReady", "drain.Graceful", "drain.Cancel", "drain.Force", "drain.Cleanup",
 			},
@@ -116,7 +116,7 @@ func TestHook(t *testing.T) {
 		},
 		{
 			name:          "forced at once",
-			phases:        []stophook.Phase{stophook.Forced, stophook.Stopped},
+			phases:        []stophook.Phase{stophook.Force, stophook.Cleanup},
 			wantPhases:    []string{"drain.Force", "drain.Cleanup"},
 			wantInFlight:  []int64{1, 1},
 			wantEvents:    []string{tracing.ForcedEventName, tracing.LeakedHandlerEventName},
@@ -125,7 +125,7 @@ func TestHook(t *testing.T) {
 		},
 		{
 			name:         "graceful",
-			phases:       []stophook.Phase{stophook.DrainStart, stophook.GoAway, stophook.Stopped},
+			phases:       []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cleanup},
 			wantPhases:   []string{"drain.NotReady", "drain.Graceful", "drain.Cleanup"},
 			wantInFlight: []int64{3, 3, 0},
 		},
@@ -155,7 +155,7 @@ func TestHook(t *testing.T) {
 				t.Errorf("drain span start = %v, want Event.Started %v", drain.StartTime(), started)
 			}
 			if drain.EndTime().Before(begin) || drain.EndTime().After(end) {
-				t.Errorf("drain span end = %v, want within the Stopped call [%v, %v]", drain.EndTime(), begin, end)
+				t.Errorf("drain span end = %v, want within the Cleanup call [%v, %v]", drain.EndTime(), begin, end)
 			}
 			for i, s := range phases {
 				if s.Parent().SpanID() != drain.SpanContext().SpanID() || s.SpanContext().TraceID() != drain.SpanContext().TraceID() {
@@ -255,8 +255,8 @@ func TestHookSequentialDrains(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newProviders(t)
 			h := tracing.Hook(tracing.WithTracerProvider(p.tp), tracing.WithMeterProvider(p.mp))
-			feed(t, context.Background(), h, events(tt.first, stophook.DrainStart, stophook.GoAway, stophook.GraceTimeout, stophook.Forced, stophook.Stopped))
-			feed(t, context.Background(), h, events(tt.second, stophook.Forced, stophook.Stopped))
+			feed(t, context.Background(), h, events(tt.first, stophook.NotReady, stophook.Graceful, stophook.Cancel, stophook.Force, stophook.Cleanup))
+			feed(t, context.Background(), h, events(tt.second, stophook.Force, stophook.Cleanup))
 
 			drains, children := drainSpans(p.spans.Ended())
 			if len(drains) != 2 {
@@ -293,7 +293,7 @@ func TestHookConcurrentDrains(t *testing.T) {
 	for i := range drains {
 		go func() {
 			for _, e := range events(base.Add(time.Duration(i)*time.Millisecond),
-				stophook.DrainStart, stophook.GoAway, stophook.GraceTimeout, stophook.Forced, stophook.Stopped) {
+				stophook.NotReady, stophook.Graceful, stophook.Cancel, stophook.Force, stophook.Cleanup) {
 				if err := h.OnStop(context.Background(), e); err != nil {
 					errs <- fmt.Errorf("OnStop(%v) = %v, want nil", e.Phase, err)
 					return
@@ -334,15 +334,15 @@ func TestHookConcurrentDrains(t *testing.T) {
 }
 
 func TestHookRestartedDrain(t *testing.T) {
-	// A drain that never reached Stopped, then another with the same start.
+	// A drain that never reached Cleanup, then another with the same start.
 	p := newProviders(t)
 	h := tracing.Hook(tracing.WithTracerProvider(p.tp), tracing.WithMeterProvider(p.mp))
 	started := time.Now()
-	feed(t, context.Background(), h, events(started, stophook.DrainStart, stophook.GoAway))
+	feed(t, context.Background(), h, events(started, stophook.NotReady, stophook.Graceful))
 	if got := len(p.spans.Ended()); got != 1 {
 		t.Fatalf("%d spans ended before the drain's end, want 1 (drain.NotReady)", got)
 	}
-	feed(t, context.Background(), h, events(started, stophook.DrainStart, stophook.Stopped))
+	feed(t, context.Background(), h, events(started, stophook.NotReady, stophook.Cleanup))
 
 	drains, children := drainSpans(p.spans.Ended())
 	if len(drains) != 2 {
@@ -371,7 +371,7 @@ func TestHookParentFromContext(t *testing.T) {
 	// The hook's context ends with each call; the spans outlive it.
 	ctx, cancel := context.WithCancel(ctx)
 	cancel()
-	feed(t, ctx, h, events(time.Now(), stophook.DrainStart, stophook.Stopped))
+	feed(t, ctx, h, events(time.Now(), stophook.NotReady, stophook.Cleanup))
 	parent.End()
 
 	drains, children := drainSpans(p.spans.Ended())
@@ -389,7 +389,7 @@ func TestHookParentFromContext(t *testing.T) {
 func TestHookIgnoresUnknownPhases(t *testing.T) {
 	p := newProviders(t)
 	h := tracing.Hook(tracing.WithTracerProvider(p.tp), tracing.WithMeterProvider(p.mp))
-	for _, phase := range []stophook.Phase{0, stophook.Stopped + 1} {
+	for _, phase := range []stophook.Phase{0, stophook.Cleanup + 1} {
 		if err := h.OnStop(context.Background(), stophook.Event{Phase: phase, Started: time.Now()}); err != nil {
 			t.Errorf("OnStop(%v) = %v, want nil", phase, err)
 		}
@@ -403,7 +403,7 @@ func TestHookAttributes(t *testing.T) {
 	p := newProviders(t)
 	h := tracing.Hook(tracing.WithTracerProvider(p.tp), tracing.WithMeterProvider(p.mp),
 		tracing.WithAttributes(attribute.String("server", "api")), tracing.WithAttributes(attribute.Int("shard", 3)))
-	feed(t, context.Background(), h, events(time.Now(), stophook.Forced, stophook.Stopped))
+	feed(t, context.Background(), h, events(time.Now(), stophook.Force, stophook.Cleanup))
 
 	drains, _ := drainSpans(p.spans.Ended())
 	if len(drains) != 1 {
@@ -445,17 +445,17 @@ func TestHookAttributes(t *testing.T) {
 }
 
 // TestHookForceThatCutsNothing feeds a drain whose forced stop cut no RPC
-// (Forced with InFlight 0: it only closed connections that never
+// (Force with InFlight 0: it only closed connections that never
 // acknowledged GOAWAY) and leaked nothing: it is not a forced drain.
 func TestHookForceThatCutsNothing(t *testing.T) {
 	p := newProviders(t)
 	h := tracing.Hook(tracing.WithTracerProvider(p.tp), tracing.WithMeterProvider(p.mp))
 	started := time.Now()
 	feed(t, context.Background(), h, []stophook.Event{
-		{Phase: stophook.DrainStart, Started: started},
-		{Phase: stophook.GoAway, Started: started},
-		{Phase: stophook.Forced, Started: started},
-		{Phase: stophook.Stopped, Started: started},
+		{Phase: stophook.NotReady, Started: started},
+		{Phase: stophook.Graceful, Started: started},
+		{Phase: stophook.Force, Started: started},
+		{Phase: stophook.Cleanup, Started: started},
 	})
 	drains, _ := drainSpans(p.spans.Ended())
 	if len(drains) != 1 {

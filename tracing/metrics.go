@@ -16,7 +16,7 @@ const ScopeName = "github.com/drainkit/drainkit/tracing"
 // Names of the metrics of this package.
 const (
 	// DrainDurationMetric is a histogram of the time drains took, from their
-	// start to their Stopped event, in seconds. Its attribute
+	// start to their Cleanup event, in seconds. Its attribute
 	// drainkit.forced tells forced drains apart.
 	DrainDurationMetric = "drainkit.drain.duration"
 	// CancelledRPCsMetric counts the handlers whose context drains cancelled.

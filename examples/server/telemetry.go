@@ -51,7 +51,7 @@ func newTelemetry(mode string, out io.Writer) (*telemetry, error) {
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithResource(res))
 
 	flush := stophook.Func(func(ctx context.Context, e stophook.Event) error {
-		if e.Phase != stophook.Stopped {
+		if e.Phase != stophook.Cleanup {
 			return nil
 		}
 		// The spans first: shutting the tracer provider down writes those

@@ -104,9 +104,9 @@ type drainHook struct {
 	n  *systemd.Notifier
 }
 
-// OnStop stops the Upgrader at DrainStart, then notifies systemd.
+// OnStop stops the Upgrader at NotReady, then notifies systemd.
 func (h *drainHook) OnStop(ctx context.Context, e stophook.Event) error {
-	if e.Phase == stophook.DrainStart && h.up.u != nil {
+	if e.Phase == stophook.NotReady && h.up.u != nil {
 		h.up.u.Stop()
 	}
 	return h.n.OnStop(ctx, e)
