@@ -422,7 +422,7 @@ func TestDeadlines(t *testing.T) {
 				case <-ctx.Done():
 				}
 				return nil
-			}, tracked(tr)...)
+			}, tr.ServerOptions()...)
 
 			ctx, cancel := context.WithCancel(context.Background())
 			if tc.clientTimeout > 0 {
@@ -540,7 +540,7 @@ func TestInjectedDeadlineExceeded(t *testing.T) {
 				<-ctx.Done()
 				ended <- handlerEnd{err: ctx.Err(), cause: context.Cause(ctx)}
 				return tc.ret(ctx)
-			}, tracked(tr)...)
+			}, tr.ServerOptions()...)
 
 			ctx, cancel := context.WithCancel(context.Background())
 			if tc.clientTimeout > 0 {
@@ -604,7 +604,7 @@ func TestCancelAllStatus(t *testing.T) {
 				<-ctx.Done()
 				ended <- handlerEnd{err: ctx.Err(), cause: context.Cause(ctx)}
 				return tc.ret(ctx)
-			}, tracked(tr)...)
+			}, tr.ServerOptions()...)
 
 			done := e.start(testContext(t), tc.method)
 			receive(t, started, "handler start")
@@ -658,7 +658,7 @@ func TestCancelUncomparableCause(t *testing.T) {
 				<-ctx.Done()
 				ended <- handlerEnd{err: ctx.Err(), cause: context.Cause(ctx)}
 				return ctx.Err()
-			}, tracked(tr)...)
+			}, tr.ServerOptions()...)
 
 			done := e.start(testContext(t), outputMethod)
 			receive(t, started, "handler start")
@@ -685,7 +685,7 @@ func TestCancelCounts(t *testing.T) {
 		<-ctx.Done()
 		ended <- handlerEnd{err: ctx.Err(), cause: context.Cause(ctx)}
 		return ctx.Err()
-	}, tracked(tr)...)
+	}, tr.ServerOptions()...)
 	ctx := testContext(t)
 
 	var short []<-chan result
@@ -824,7 +824,7 @@ func TestReject(t *testing.T) {
 
 func TestRejectNilCause(t *testing.T) {
 	tr := interceptors.NewTracker()
-	e := startServer(t, func(context.Context, string) error { return nil }, tracked(tr)...)
+	e := startServer(t, func(context.Context, string) error { return nil }, tr.ServerOptions()...)
 	tr.Reject(nil)
 	r := e.call(testContext(t), unaryMethod)
 	checkShuttingDown(t, "UnaryCall", r.err, nil)
@@ -991,7 +991,7 @@ func TestClientGoesAway(t *testing.T) {
 				ended <- handlerEnd{err: ctx.Err(), cause: context.Cause(ctx)}
 				<-release // outlive the client
 				return ctx.Err()
-			}, tracked(tr)...)
+			}, tr.ServerOptions()...)
 			releaseOnce := sync.OnceFunc(func() { close(release) })
 			t.Cleanup(releaseOnce)
 
@@ -1059,7 +1059,7 @@ func TestCalls(t *testing.T) {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-	}, tracked(tr)...)
+	}, tr.ServerOptions()...)
 	if got := tr.Calls(); len(got) != 0 {
 		t.Errorf("Calls() before any call = %+v, want none", got)
 	}
@@ -1165,7 +1165,7 @@ func TestWait(t *testing.T) {
 		}
 		returned <- time.Now()
 		return nil
-	}, tracked(tr)...)
+	}, tr.ServerOptions()...)
 	ctx := testContext(t)
 
 	if err := tr.Wait(ctx); err != nil {
@@ -1258,7 +1258,7 @@ func TestConcurrentCallsCancelAndReject(t *testing.T) {
 		case <-time.After(time.Millisecond):
 			return nil
 		}
-	}, tracked(tr)...)
+	}, tr.ServerOptions()...)
 	ctx := testContext(t)
 
 	// tally counts how the calls of one client ended.

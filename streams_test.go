@@ -195,7 +195,7 @@ func TestCancelEndsStreamBlockedInRecv(t *testing.T) {
 				}
 				tr := interceptors.NewTracker(opts...)
 				recvd, ended := make(chan struct{}, 1), make(chan blockedEnd, 1)
-				srv := grpc.NewServer(tracked(tr)...)
+				srv := grpc.NewServer(tr.ServerOptions()...)
 				testgrpc.RegisterTestServiceServer(srv, &streamService{duplex: func(stream testgrpc.TestService_FullDuplexCallServer) error {
 					for {
 						_, err := stream.Recv()
@@ -239,7 +239,7 @@ func TestCancelEndsStreamBlockedInRecv(t *testing.T) {
 func TestCancelEndsStreamBlockedInSend(t *testing.T) {
 	tr := interceptors.NewTracker(interceptors.WithLongLived(outputMethod))
 	sent, ended := make(chan int, 1024), make(chan blockedEnd, 1)
-	srv := grpc.NewServer(tracked(tr)...)
+	srv := grpc.NewServer(tr.ServerOptions()...)
 	testgrpc.RegisterTestServiceServer(srv, &streamService{output: func(stream testgrpc.TestService_StreamingOutputCallServer) error {
 		msg := &testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, flowChunk)}}
 		for total := 0; ; total += flowChunk {
@@ -289,7 +289,7 @@ func TestStreamTimeoutEndsStalledUpload(t *testing.T) {
 		t.Run(tp.name, func(t *testing.T) {
 			tr := interceptors.NewTracker(interceptors.WithStreamTimeout(streamTimeout))
 			recvd, ended := make(chan struct{}, 1), make(chan blockedEnd, 1)
-			srv := grpc.NewServer(tracked(tr)...)
+			srv := grpc.NewServer(tr.ServerOptions()...)
 			testgrpc.RegisterTestServiceServer(srv, &streamService{input: func(stream testgrpc.TestService_StreamingInputCallServer) error {
 				for {
 					_, err := stream.Recv()
@@ -342,7 +342,7 @@ func TestLongLivedNilAfterCancelIsUnavailable(t *testing.T) {
 		t.Run(tp.name, func(t *testing.T) {
 			tr := interceptors.NewTracker(interceptors.WithLongLived(outputMethod))
 			started := make(chan struct{}, 1)
-			srv := grpc.NewServer(tracked(tr)...)
+			srv := grpc.NewServer(tr.ServerOptions()...)
 			testgrpc.RegisterTestServiceServer(srv, &streamService{output: func(stream testgrpc.TestService_StreamingOutputCallServer) error {
 				if err := stream.Send(&testgrpc.StreamingOutputCallResponse{}); err != nil {
 					return err
@@ -375,7 +375,7 @@ func TestLongLivedNilAfterCancelIsUnavailable(t *testing.T) {
 // with codes.OK.
 func TestLongLivedNilWithoutCancelIsOK(t *testing.T) {
 	tr := interceptors.NewTracker(interceptors.WithLongLived(outputMethod))
-	srv := grpc.NewServer(tracked(tr)...)
+	srv := grpc.NewServer(tr.ServerOptions()...)
 	testgrpc.RegisterTestServiceServer(srv, &streamService{output: func(stream testgrpc.TestService_StreamingOutputCallServer) error {
 		return stream.Send(&testgrpc.StreamingOutputCallResponse{})
 	}})
@@ -400,7 +400,7 @@ func TestCancelledUnaryKeepsResult(t *testing.T) {
 		started <- struct{}{}
 		<-release
 		return nil
-	}, tracked(tr)...)
+	}, tr.ServerOptions()...)
 	done := e.start(testContext(t), unaryMethod)
 	receive(t, started, "the handler to start")
 	if n := tr.CancelAll(errDrain); n != 1 {
@@ -419,7 +419,7 @@ func TestCancelledUnaryKeepsResult(t *testing.T) {
 // RejectLongLived refuses new ones, for both versions of the service.
 func TestReflectionIsLongLived(t *testing.T) {
 	tr := interceptors.NewTracker()
-	srv := grpc.NewServer(tracked(tr)...)
+	srv := grpc.NewServer(tr.ServerOptions()...)
 	reflection.Register(srv)
 	cc := serveBufconn(t, srv)
 
@@ -469,7 +469,7 @@ func TestReflectionIsLongLived(t *testing.T) {
 func TestFiniteStreamNilAfterCancelIsOK(t *testing.T) {
 	tr := interceptors.NewTracker()
 	started := make(chan struct{}, 1)
-	srv := grpc.NewServer(tracked(tr)...)
+	srv := grpc.NewServer(tr.ServerOptions()...)
 	testgrpc.RegisterTestServiceServer(srv, &streamService{output: func(stream testgrpc.TestService_StreamingOutputCallServer) error {
 		if err := stream.Send(&testgrpc.StreamingOutputCallResponse{}); err != nil {
 			return err
@@ -518,7 +518,7 @@ func TestEndedStreamReportsItsStatus(t *testing.T) {
 			tr := interceptors.NewTracker()
 			recvd := make(chan struct{}, 1)
 			sh := &endStats{ends: make(chan error, 1)}
-			srv := grpc.NewServer(append(tracked(tr), grpc.StatsHandler(sh))...)
+			srv := grpc.NewServer(append(tr.ServerOptions(), grpc.StatsHandler(sh))...)
 			testgrpc.RegisterTestServiceServer(srv, &streamService{duplex: func(stream testgrpc.TestService_FullDuplexCallServer) error {
 				if _, err := stream.Recv(); err != nil {
 					return err

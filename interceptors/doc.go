@@ -2,14 +2,20 @@
 // that know every RPC whose handler is running, give handlers deadlines,
 // cancel them with a cause and refuse new work once the server drains.
 //
-// Install both interceptors, first in the chain:
+// Install it with ServerOptions, before the server's other interceptors:
 //
 //	t := interceptors.NewTracker(interceptors.WithDefaultTimeout(30 * time.Second))
-//	srv := grpc.NewServer(
+//	srv := grpc.NewServer(append(t.ServerOptions(),
 //		grpc.StatsHandler(otelgrpc.NewServerHandler()),
-//		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor(), logging.UnaryServerInterceptor(l), recovery.UnaryServerInterceptor()),
-//		grpc.ChainStreamInterceptor(t.StreamServerInterceptor(), logging.StreamServerInterceptor(l), recovery.StreamServerInterceptor()),
-//	)
+//		grpc.ChainUnaryInterceptor(logging.UnaryServerInterceptor(l), recovery.UnaryServerInterceptor()),
+//		grpc.ChainStreamInterceptor(logging.StreamServerInterceptor(l), recovery.StreamServerInterceptor()),
+//	)...)
+//
+// or, to order the Tracker among other interceptors by hand, its two
+// interceptors, first in their chains:
+//
+//	grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor(), logging.UnaryServerInterceptor(l), recovery.UnaryServerInterceptor()),
+//	grpc.ChainStreamInterceptor(t.StreamServerInterceptor(), logging.StreamServerInterceptor(l), recovery.StreamServerInterceptor()),
 //
 // The first interceptor of a chain is the outermost. The Tracker comes first
 // so that it refuses calls before any other work, counts a call for as long

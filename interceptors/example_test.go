@@ -53,18 +53,17 @@ func Example() {
 		return status.Errorf(codes.Internal, "panic: %v", p)
 	})
 
-	srv := grpc.NewServer(
+	// The Tracker's options first: its interceptors are then the outermost.
+	srv := grpc.NewServer(append(tracker.ServerOptions(),
 		grpc.ChainUnaryInterceptor(
-			tracker.UnaryServerInterceptor(),
 			selector.UnaryServerInterceptor(logging.UnaryServerInterceptor(logger, logOpt), notProbe),
 			recovery.UnaryServerInterceptor(panicToStatus),
 		),
 		grpc.ChainStreamInterceptor(
-			tracker.StreamServerInterceptor(),
 			selector.StreamServerInterceptor(logging.StreamServerInterceptor(logger, logOpt), notProbe),
 			recovery.StreamServerInterceptor(panicToStatus),
 		),
-	)
+	)...)
 	testgrpc.RegisterTestServiceServer(srv, &exampleService{})
 	healthgrpc.RegisterHealthServer(srv, health.NewServer())
 	reflection.Register(srv)

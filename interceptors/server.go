@@ -8,6 +8,24 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// ServerOptions returns everything a grpc.Server needs for t to track it,
+// for grpc.NewServer(t.ServerOptions()...): today the Tracker's unary and
+// stream interceptors, each through its Chain option, and whatever else the
+// Tracker comes to need in later versions. Put these options before the
+// server's other Chain options, so that the Tracker is the outermost
+// interceptor; grpc.ChainUnaryInterceptor and grpc.ChainStreamInterceptor
+// may be given more than once and keep the order of the options.
+//
+// Use the two interceptors by themselves only to order them among others
+// in a chain built elsewhere; forgetting one of them leaves its kind of RPC
+// untracked, which a drain can only guess at.
+func (t *Tracker) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(t.StreamServerInterceptor()),
+	}
+}
+
 // UnaryServerInterceptor returns the interceptor that tracks unary calls.
 // Put it first (outermost) in grpc.ChainUnaryInterceptor, so that it sees the
 // status a call really ends with and refuses calls before any other work.
