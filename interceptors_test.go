@@ -85,14 +85,6 @@ type env struct {
 	health healthgrpc.HealthClient
 }
 
-// tracked returns the server options that install tr alone.
-func tracked(tr *interceptors.Tracker) []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(tr.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(tr.StreamServerInterceptor()),
-	}
-}
-
 // startServer serves handle with opts until the test ends.
 func startServer(t *testing.T, handle handlerFunc, opts ...grpc.ServerOption) *env {
 	t.Helper()
