@@ -106,10 +106,31 @@
 // the method may run twice. Package client reads these details; other
 // clients find them with status.FromError(err).Details().
 //
-// Only the Tracker's own refusals carry the HandlerNotRun mark. A handler
-// that returns, as its own, the refusal it got from a server it called has
-// run: the Tracker drops that refusal's ErrorInfo and RetryInfo from the
-// status its client receives, keeping its code, message and other details.
+// Only the Tracker's own refusals and cancellations carry those marks. A
+// handler that returns codes.Unavailable has run, whatever it returns or
+// relays: its client must neither send a non-idempotent call again on a
+// relayed "not_run" nor take a relayed "cancelled" for this server's drain.
+// So the Tracker drops every drainkit ErrorInfo from such a status, with
+// the RetryInfo of a relayed refusal, keeps its code, message and other
+// details, and adds an ErrorInfo of its own:
+//
+//	reason:   "HANDLER_RAN"                    (ReasonHandlerRan)
+//	domain:   "github.com/drainkit/drainkit"   (ErrorInfoDomain)
+//	metadata: {"handler": "ran"}               (HandlerRan)
+//
+// The added detail matters as much as the dropped ones: grpc-go sends a
+// status with no details together with any grpc-status-details-bin the
+// handler set as trailer metadata, which a client reads as the status's
+// details, and a gateway that relays its downstream trailer
+// (grpc.SetTrailer, or ServerStream.SetTrailer of the downstream stream's
+// Trailer) relays the refusal in it. A status that has details is sent in
+// place of the handler's grpc-status-details-bin, on grpc's own transport
+// and through ServeHTTP alike. Package client never retries a call whose
+// status says HANDLER_RAN unless its method is idempotent.
+//
+// What this cannot cover: a relaying server without the Tracker passes the
+// marks it relays through unchanged, and a client of it reads them as that
+// server's own.
 //
 // # Deadlines
 //

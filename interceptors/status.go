@@ -30,18 +30,27 @@ const (
 	// HandlerCancelled: the call's handler ran and was cancelled; what it
 	// did before is unknown to the client.
 	HandlerCancelled = "cancelled"
+
+	// ReasonHandlerRan is the ErrorInfo reason of a codes.Unavailable
+	// status that a handler returned: the server is not shutting down, or
+	// did not cause the error, and the handler ran. Its metadata "handler"
+	// is HandlerRan.
+	ReasonHandlerRan = "HANDLER_RAN"
+	// HandlerRan: the call's handler ran and returned the error itself.
+	HandlerRan = "ran"
 )
 
 // The details of the two statuses, marshalled once: they do not depend on
 // the cause.
 var (
-	refusedDetails   = mustDetails(errorInfo(HandlerNotRun), &errdetails.RetryInfo{RetryDelay: durationpb.New(0)})
-	cancelledDetails = mustDetails(errorInfo(HandlerCancelled))
+	refusedDetails   = mustDetails(errorInfo(ReasonShuttingDown, HandlerNotRun), &errdetails.RetryInfo{RetryDelay: durationpb.New(0)})
+	cancelledDetails = mustDetails(errorInfo(ReasonShuttingDown, HandlerCancelled))
+	ranDetails       = mustDetails(errorInfo(ReasonHandlerRan, HandlerRan))
 )
 
-func errorInfo(handler string) *errdetails.ErrorInfo {
+func errorInfo(reason, handler string) *errdetails.ErrorInfo {
 	return &errdetails.ErrorInfo{
-		Reason:   ReasonShuttingDown,
+		Reason:   reason,
 		Domain:   ErrorInfoDomain,
 		Metadata: map[string]string{MetadataHandler: handler},
 	}
@@ -98,12 +107,20 @@ func shuttingDown(cause error, details []*anypb.Any) *status.Status {
 	return status.FromProto(&spb.Status{Code: int32(codes.Unavailable), Message: msg, Details: details})
 }
 
-// forwarded returns err, a handler's error, without drainkit's refusal mark
-// if it carries one. A handler that passes on the refusal of a server it
-// called has run: its own client must not read "not_run" and send a
-// non-idempotent call again. The ErrorInfo of the refusal and its RetryInfo
-// are dropped; the code, the message and any other detail are kept. Only
-// an error whose code is codes.Unavailable is looked into.
+// forwarded returns err, an error that a handler returned, as this
+// server's own answer: its handler ran, so its client must neither read
+// "not_run" and send a non-idempotent call again, nor read "cancelled" and
+// take it for this server's drain. Only an error whose code is
+// codes.Unavailable is looked into. Every drainkit ErrorInfo it carries,
+// relayed from a server it called, is dropped, with the RetryInfo of a
+// relayed refusal; the code, the message and any other detail are kept; and
+// the ErrorInfo of ranDetails is added.
+//
+// That detail also overrides a refusal relayed as trailer metadata: grpc-go
+// sends a status that has details in place of any grpc-status-details-bin
+// a handler set with grpc.SetTrailer or ServerStream.SetTrailer, on its own
+// transport and through ServeHTTP, but sends the handler's when the status
+// has none.
 func forwarded(err error) error {
 	s, ok := status.FromError(err)
 	if !ok || s.Code() != codes.Unavailable {
@@ -111,20 +128,27 @@ func forwarded(err error) error {
 	}
 	p := s.Proto()
 	refusal := false
-	var kept []*anypb.Any // the details but drainkit's and RetryInfo
+	kept := make([]*anypb.Any, 0, len(p.GetDetails())+1)
+	var retryInfo []*anypb.Any
 	for _, a := range p.GetDetails() {
 		var info errdetails.ErrorInfo
 		switch {
-		case a.MessageIs(&info) && a.UnmarshalTo(&info) == nil && info.GetDomain() == ErrorInfoDomain:
-			refusal = refusal || info.GetMetadata()[MetadataHandler] == HandlerNotRun
+		case a.MessageIs(&info):
+			if a.UnmarshalTo(&info) == nil && info.GetDomain() == ErrorInfoDomain {
+				refusal = refusal || info.GetMetadata()[MetadataHandler] == HandlerNotRun
+				continue
+			}
+			kept = append(kept, a)
 		case a.MessageIs((*errdetails.RetryInfo)(nil)):
+			retryInfo = append(retryInfo, a)
 		default:
 			kept = append(kept, a)
 		}
 	}
 	if !refusal {
-		return err
+		// A RetryInfo of the handler's own, not a refusal's, is kept.
+		kept = append(kept, retryInfo...)
 	}
-	p.Details = kept
+	p.Details = append(kept, ranDetails...)
 	return status.FromProto(p).Err()
 }

@@ -267,8 +267,8 @@ func TestForwardedRefusalIsUnmarked(t *testing.T) {
 	for _, d := range s.Details() {
 		switch d := d.(type) {
 		case *errdetails.ErrorInfo:
-			if d.GetDomain() == interceptors.ErrorInfoDomain {
-				t.Errorf("forwarded refusal carries drainkit's ErrorInfo %v, want it dropped", d)
+			if d.GetDomain() == interceptors.ErrorInfoDomain && d.GetReason() != interceptors.ReasonHandlerRan {
+				t.Errorf("forwarded refusal carries drainkit's ErrorInfo %v, want it replaced by HANDLER_RAN", d)
 			}
 		case *errdetails.RetryInfo:
 			t.Errorf("forwarded refusal carries RetryInfo %v, want it dropped", d)
