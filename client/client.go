@@ -42,6 +42,7 @@ func (m method) retryable(o outcome, received bool) bool {
 
 // unary is the unary client interceptor.
 func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	o.budget.deposit()
 	err := invoker(ctx, fullMethod, req, reply, cc, opts...)
 	if err == nil {
 		return nil
@@ -55,20 +56,35 @@ func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, 
 		if !m.retryable(out, false) {
 			return err
 		}
-		if stop, ctxErr := o.pause(ctx, attempt, delay); stop {
+		if stop, ctxErr := o.retry(ctx, attempt, delay, err); stop {
 			if ctxErr != nil {
 				return ctxErr
 			}
 			return err
-		}
-		if o.onRetry != nil {
-			o.onRetry(ctx, attempt, err)
 		}
 		if err = invoker(ctx, fullMethod, req, reply, cc, opts...); err == nil {
 			return nil
 		}
 	}
 	return err
+}
+
+// retry is called before the given retry of a call that failed with err:
+// it asks the retry budget for it, waits (see pause) and calls the
+// OnRetryCallback. It returns stop true if the retry must not be made: with
+// nil when the budget refuses it or the wait would outlast ctx's deadline,
+// with the status of ctx's error if ctx ended during the wait.
+func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, err error) (stop bool, ctxErr error) {
+	if !o.budget.withdraw() {
+		return true, nil
+	}
+	if stop, ctxErr := o.pause(ctx, attempt, delay); stop {
+		return true, ctxErr
+	}
+	if o.onRetry != nil {
+		o.onRetry(ctx, attempt, err)
+	}
+	return false, nil
 }
 
 // pause waits before the given retry, for the longer of the backoff and

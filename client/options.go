@@ -28,6 +28,15 @@ const (
 	DefaultBackoffScalar = 20 * time.Millisecond
 	DefaultBackoffJitter = 0.2
 	DefaultBackoffMax    = time.Second
+
+	// ResumeReset is how long a resumed stream must stay healthy before
+	// its count of attempts, and with it its backoff, restarts: the count
+	// restarts when a message arrives on an attempt opened ResumeReset ago
+	// or more. It is DefaultBackoffMax: a stream that fails sooner after
+	// each resumption is reopened less and less often, at most once per
+	// its backoff, which grows to its maximum; one that lives longer is a
+	// stream that works, and its next failure starts with a short wait.
+	ResumeReset = time.Second
 )
 
 // An Option configures the interceptors of DialOptions. Options are
@@ -67,12 +76,18 @@ type options struct {
 	backoff BackoffFunc
 	onRetry OnRetryCallback // nil: none
 	methods map[string]method
+
+	retryPercent      float64
+	retryMinPerSecond int
+	budget            *retryBudget // made from the two above by evaluateOptions
 }
 
 // WithMax sets the number of attempts of a call, the first included: 1
-// turns retries off. A resumable stream has this many attempts each time it
-// is resumed, counted afresh once a message has been received. The default
-// is DefaultMax. It panics if n is 0.
+// turns retries off. For a server stream it bounds every attempt together,
+// its creation and its resumptions alike; the count of a resumable stream
+// restarts only once it has been healthy for ResumeReset (see "Streams" in
+// the package documentation). The default is DefaultMax. It panics if n is
+// 0.
 //
 // As go-grpc-middleware's retry.WithMax, n counts attempts, not retries.
 func WithMax(n uint) Option {
@@ -194,6 +209,9 @@ func evaluateOptions(opts []Option) *options {
 		max:     DefaultMax,
 		backoff: retry.BackoffExponentialWithJitterBounded(DefaultBackoffScalar, DefaultBackoffJitter, DefaultBackoffMax),
 		methods: map[string]method{},
+
+		retryPercent:      DefaultRetryPercent,
+		retryMinPerSecond: DefaultRetryMinPerSecond,
 	}
 	for i, opt := range opts {
 		if opt == nil {
@@ -201,6 +219,7 @@ func evaluateOptions(opts []Option) *options {
 		}
 		opt.apply(o)
 	}
+	o.budget = newRetryBudget(o.retryPercent, o.retryMinPerSecond)
 	return o
 }
 

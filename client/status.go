@@ -35,18 +35,25 @@ const MaxRetryDelay = 10 * time.Second
 // classify reads the status of err. For a status with drainkit's mark, it
 // also returns the delay of its google.rpc.RetryInfo, at most
 // MaxRetryDelay; 0 if none. When several ErrorInfos mark the status, the
-// safe reading wins: cancelled over refused.
+// safe reading wins: cancelled over refused, and HANDLER_RAN (which a
+// server with the Tracker adds to its handlers' codes.Unavailable) over
+// both: the marks beside it were relayed from another server.
 func classify(err error) (outcome, time.Duration) {
 	s, ok := status.FromError(err)
 	if !ok || s.Code() != codes.Unavailable {
 		return other, 0
 	}
 	o, delay := unavailable, time.Duration(0)
+	ran := false // a HANDLER_RAN ErrorInfo: no refusal stands
 	for _, a := range s.Proto().GetDetails() {
 		switch {
 		case a.MessageIs((*errdetails.ErrorInfo)(nil)):
 			var info errdetails.ErrorInfo
-			if a.UnmarshalTo(&info) != nil || info.GetDomain() != interceptors.ErrorInfoDomain || info.GetReason() != interceptors.ReasonShuttingDown {
+			if a.UnmarshalTo(&info) != nil || info.GetDomain() != interceptors.ErrorInfoDomain {
+				continue
+			}
+			if info.GetReason() != interceptors.ReasonShuttingDown {
+				ran = ran || info.GetReason() == interceptors.ReasonHandlerRan
 				continue
 			}
 			// Anything but a refusal may have run its handler.
@@ -61,6 +68,11 @@ func classify(err error) (outcome, time.Duration) {
 				delay = min(max(info.GetRetryDelay().AsDuration(), 0), MaxRetryDelay)
 			}
 		}
+	}
+	if ran {
+		// The server that answered says its handler ran: a mark beside
+		// it was relayed from another, whatever it says.
+		o = unavailable
 	}
 	if o == unavailable {
 		// A RetryInfo without drainkit's mark is not drainkit's to honour.

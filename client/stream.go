@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -17,31 +18,34 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	if desc.ClientStreams || !desc.ServerStreams {
 		return streamer(ctx, desc, cc, fullMethod, opts...)
 	}
+	o.budget.deposit()
 	cs, err := streamer(ctx, desc, cc, fullMethod, opts...)
-	for attempt := uint(1); err != nil; attempt++ {
+	attempts := uint(1)
+	for ; err != nil; attempts++ {
 		// The stream could not be created. Its error is judged as any
 		// other: grpc reports failed connections as codes.Unavailable
 		// without drainkit's mark, retried for idempotent and resumable
 		// methods only.
-		if attempt >= o.max {
+		if attempts >= o.max {
 			return nil, err
 		}
 		out, delay := classify(err)
 		if !o.methods[fullMethod].retryable(out, false) {
 			return nil, err
 		}
-		if stop, ctxErr := o.pause(ctx, attempt, delay); stop {
+		if stop, ctxErr := o.retry(ctx, attempts, delay, err); stop {
 			if ctxErr != nil {
 				return nil, ctxErr
 			}
 			return nil, err
 		}
-		if o.onRetry != nil {
-			o.onRetry(ctx, attempt, err)
-		}
 		cs, err = streamer(ctx, desc, cc, fullMethod, opts...)
 	}
-	return &serverStream{o: o, ctx: ctx, desc: desc, cc: cc, method: fullMethod, streamer: streamer, opts: opts, cs: cs}, nil
+	s := &serverStream{o: o, ctx: ctx, desc: desc, cc: cc, method: fullMethod, streamer: streamer, opts: opts, cs: cs, attempts: attempts}
+	if attempts > 1 {
+		s.opened = time.Now()
+	}
+	return s, nil
 }
 
 // A serverStream is the client side of a server stream that is opened
@@ -69,6 +73,14 @@ type serverStream struct {
 
 	last any   // the last message received, nil before the first; RecvMsg's alone
 	end  error // the error RecvMsg returned after its retries, returned again; RecvMsg's alone
+
+	// attempts counts the attempts of the stream since it was created, or
+	// since the count last restarted: its creation's and its
+	// resumptions'. opened is when the current attempt was opened, set
+	// only once attempts is above 1: a stream that never fails does not
+	// read the clock. RecvMsg's alone.
+	attempts uint
+	opened   time.Time
 
 	// sctx is the stream's context, made by the first call of Context and
 	// cancelled, with done set, when RecvMsg returns its last error or
@@ -144,6 +156,7 @@ func (s *serverStream) RecvMsg(m any) error {
 	err := s.cs.RecvMsg(m)
 	if err == nil {
 		s.last = m
+		s.healthy()
 		return nil
 	}
 	if errors.Is(err, io.EOF) {
@@ -156,26 +169,33 @@ func (s *serverStream) RecvMsg(m any) error {
 	return nil
 }
 
+// healthy restarts the count of attempts, and with it the backoff, once a
+// message has arrived on an attempt opened ResumeReset ago or more.
+func (s *serverStream) healthy() {
+	if s.attempts > 1 && time.Since(s.opened) >= ResumeReset {
+		s.attempts = 1
+	}
+}
+
 // resume opens the stream again after its attempt failed with err, as many
-// times as the options allow, and receives m from the new attempt.
+// times as the options and the retry budget allow, and receives m from the
+// new attempt.
 func (s *serverStream) resume(m any, err error) error {
 	// The options of the method are looked up only now: a stream that
 	// never fails does not pay for it.
 	mo := s.o.methods[s.method]
-	for attempt := uint(1); attempt < s.o.max; attempt++ {
+	for ; s.attempts < s.o.max; s.attempts++ {
 		out, delay := classify(err)
 		if !mo.retryable(out, s.last != nil) {
 			return err
 		}
-		if stop, ctxErr := s.o.pause(s.ctx, attempt, delay); stop {
+		if stop, ctxErr := s.o.retry(s.ctx, s.attempts, delay, err); stop {
 			if ctxErr != nil {
 				return ctxErr
 			}
 			return err
 		}
-		if s.o.onRetry != nil {
-			s.o.onRetry(s.ctx, attempt, err)
-		}
+		s.opened = time.Now()
 		cs, openErr := s.reopen(mo.rewrite)
 		if openErr != nil {
 			err = openErr
@@ -185,7 +205,9 @@ func (s *serverStream) resume(m any, err error) error {
 		s.cs = cs
 		s.mu.Unlock()
 		if err = cs.RecvMsg(m); err == nil {
+			s.attempts++
 			s.last = m
+			s.healthy()
 			return nil
 		}
 		if errors.Is(err, io.EOF) {
