@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -50,6 +51,11 @@ type service struct {
 	// Watch send nothing; started receives the method of each held call.
 	hold    bool
 	started chan string
+	// failAfter, if above 0, makes Watch fail with codes.Unavailable
+	// "database unreachable" after that many messages; watchStarts gets
+	// the time each Watch handler starts.
+	failAfter   int
+	watchStarts chan time.Time
 
 	mu      sync.Mutex
 	runs    map[string]int // guarded by mu
@@ -114,6 +120,9 @@ func (s *service) Append(_ context.Context, in *wrapperspb.StringValue) (*wrappe
 // in.After, as the demo's Watch does with its own interval.
 func (s *service) Watch(in *demopb.WatchRequest, stream grpc.ServerStreamingServer[timestamppb.Timestamp]) error {
 	s.ran(watchMethod)
+	if s.watchStarts != nil {
+		s.watchStarts <- time.Now()
+	}
 	ctx := stream.Context()
 	if s.hold {
 		return s.holding(ctx, watchMethod)
@@ -124,7 +133,11 @@ func (s *service) Watch(in *demopb.WatchRequest, stream grpc.ServerStreamingServ
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	for ; ; next = next.Add(tick) {
+	for sent := 0; ; next = next.Add(tick) {
+		if s.failAfter > 0 && sent == s.failAfter {
+			return status.Error(codes.Unavailable, "database unreachable")
+		}
+		sent++
 		if wait := time.Until(next); wait > 0 {
 			timer.Reset(wait)
 			select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -219,6 +220,10 @@ func TestOptionsPanic(t *testing.T) {
 			client.WithResume[*wrapperspb.StringValue, *wrapperspb.StringValue](watchMethod, nil)
 		}, want: "client: WithResume(\"" + watchMethod + "\"): nil function"},
 		{name: "nil option", f: func() { client.DialOptions(nil) }, want: "client: DialOptions: option 0 is nil"},
+		{name: "WithRetryBudget negative percent", f: func() { client.WithRetryBudget(-1, 10) }, want: "client: WithRetryBudget(-1, 10): percent must be"},
+		{name: "WithRetryBudget NaN", f: func() { client.WithRetryBudget(math.NaN(), 10) }, want: "client: WithRetryBudget(NaN, 10): percent must be"},
+		{name: "WithRetryBudget infinite", f: func() { client.WithRetryBudget(math.Inf(1), 10) }, want: "client: WithRetryBudget(+Inf, 10): percent must be"},
+		{name: "WithRetryBudget negative reserve", f: func() { client.WithRetryBudget(20, -1) }, want: "client: WithRetryBudget(20, -1): minPerSecond must be"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer func() {

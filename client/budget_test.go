@@ -1,0 +1,201 @@
+package client_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/drainkit/drainkit/client"
+	"github.com/drainkit/drainkit/examples/demopb"
+)
+
+// attemptCounter is a client interceptor put after DialOptions: it sees,
+// and counts, every attempt of every call.
+type attemptCounter struct{ unary, streams atomic.Int64 }
+
+func (a *attemptCounter) options() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			a.unary.Add(1)
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			a.streams.Add(1)
+			return streamer(ctx, desc, cc, method, opts...)
+		}),
+	}
+}
+
+// TestRetryBudget makes 1,000 concurrent calls to a server that refuses
+// everything. Without a budget, each would make DefaultMax attempts; the
+// default budget allows 20% of the calls plus a reserve of 10 a second
+// over 10 seconds: at most 1,000 + 200 + 100 attempts in all.
+func TestRetryBudget(t *testing.T) {
+	const calls = 1000
+	b := startBackend(t, "A", false)
+	b.tracker.Reject(nil)
+	var counter attemptCounter
+	opts := append(client.DialOptions(), counter.options()...)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	start := make(chan struct{})
+	errs := make(chan error, calls)
+	var wg sync.WaitGroup
+	for range calls {
+		wg.Go(func() {
+			<-start
+			_, err := c.Append(ctx, wrapperspb.String("x"), grpc.WaitForReady(true))
+			errs <- err
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if !client.IsDraining(err) {
+			t.Fatalf("Append() = %v, want the server's refusal", err)
+		}
+	}
+	attempts := counter.unary.Load()
+	t.Logf("%d calls made %d attempts", calls, attempts)
+	if attempts > 1400 {
+		t.Errorf("%d calls to a refusing server made %d attempts, want at most 1,400", calls, attempts)
+	}
+	if attempts <= calls {
+		t.Errorf("%d calls to a refusing server made %d attempts, want some retries", calls, attempts)
+	}
+}
+
+// TestRetryBudgetZero checks that WithRetryBudget(0, 0) allows no retry,
+// of a unary call or of a stream.
+func TestRetryBudgetZero(t *testing.T) {
+	b := startBackend(t, "A", false)
+	b.tracker.Reject(nil)
+	var counter attemptCounter
+	opts := append(client.DialOptions(client.WithRetryBudget(0, 0), resumeWatch), counter.options()...)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	if _, err := c.Append(ctx, wrapperspb.String("x"), grpc.WaitForReady(true)); !client.IsDraining(err) {
+		t.Fatalf("Append() = %v, want the server's refusal", err)
+	}
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	if _, err := stream.Recv(); !client.IsDraining(err) {
+		t.Fatalf("Recv() = %v, want the server's refusal", err)
+	}
+	if u, s := counter.unary.Load(), counter.streams.Load(); u != 1 || s != 1 {
+		t.Errorf("attempts with a budget of 0: %d unary, %d streams, want 1 and 1", u, s)
+	}
+}
+
+// TestResumeBacksOff opens a resumable Watch on a server that fails it
+// with codes.Unavailable after every 3 messages. The stream is resumed
+// again and again, WithMax being high, but its attempts are counted across
+// resumptions, so the backoff grows: it is reopened at most 12 times in 2
+// seconds, less and less often.
+func TestResumeBacksOff(t *testing.T) {
+	const window = 2 * time.Second
+	b := startBackend(t, "A", false)
+	b.svc.failAfter = 3
+	b.svc.watchStarts = make(chan time.Time, 100)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, client.DialOptions(resumeWatch, client.WithMax(100))...))
+
+	// Cancelled, not a deadline: the client would not begin a wait that
+	// outlasts a deadline, and end the stream early.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	time.AfterFunc(window, cancel)
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	var last *timestamppb.Timestamp
+	for {
+		ts, err := stream.Recv()
+		if err != nil {
+			if ctx.Err() == nil {
+				t.Fatalf("Recv() = %v before the end of the test's window", err)
+			}
+			break
+		}
+		if last != nil && !ts.AsTime().After(last.AsTime()) {
+			t.Fatalf("Recv() = %v after %v: a tick repeated", ts.AsTime(), last.AsTime())
+		}
+		last = ts
+	}
+	close(b.svc.watchStarts)
+	var starts []time.Time
+	for s := range b.svc.watchStarts {
+		starts = append(starts, s)
+	}
+	reopened := len(starts) - 1
+	t.Logf("reopened %d times in %v", reopened, window)
+	if reopened > 12 {
+		t.Errorf("a stream failing every 3 messages was reopened %d times in %v, want at most 12", reopened, window)
+	}
+	if reopened < 3 {
+		t.Fatalf("the stream was reopened %d times in %v, want at least 3", reopened, window)
+	}
+	// The gaps grow: the last is longer than the first two together.
+	first := starts[2].Sub(starts[0])
+	if gap := starts[len(starts)-1].Sub(starts[len(starts)-2]); gap <= first {
+		t.Errorf("gaps between reopenings %v, want the last longer than the first two together", gaps(starts))
+	}
+}
+
+func gaps(ts []time.Time) []time.Duration {
+	var d []time.Duration
+	for i := 1; i < len(ts); i++ {
+		d = append(d, ts[i].Sub(ts[i-1]).Round(time.Millisecond))
+	}
+	return d
+}
+
+// TestStreamMaxCountsCreation checks that WithMax(3) bounds every attempt
+// of a stream: two creations that fail, then one whose first message is
+// refused, make 3 attempts, not 3 for the creation and 3 more for the
+// resumption.
+func TestStreamMaxCountsCreation(t *testing.T) {
+	b := startBackend(t, "A", false)
+	b.tracker.Reject(nil)
+	var creations atomic.Int64
+	failTwice := grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if creations.Add(1) <= 2 {
+			return nil, errUnavailable
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	})
+	opts := append(client.DialOptions(resumeWatch, client.WithMax(3), client.WithBackoff(noBackoff)), failTwice)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatalf("Watch() = %v, want the third creation to succeed", err)
+	}
+	if _, err := stream.Recv(); !client.IsDraining(err) {
+		t.Fatalf("Recv() = %v, want the server's refusal", err)
+	}
+	if n := creations.Load(); n != 3 {
+		t.Errorf("WithMax(3): %d attempts, want 3", n)
+	}
+}
+
+// errUnavailable is a failed connection's error: codes.Unavailable without
+// drainkit's mark.
+var errUnavailable = status.Error(codes.Unavailable, "connection refused")
+
+func noBackoff(context.Context, uint) time.Duration { return 0 }

@@ -1,0 +1,156 @@
+package client_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/drainkit/drainkit/client"
+	"github.com/drainkit/drainkit/examples/demopb"
+	"github.com/drainkit/drainkit/interceptors"
+)
+
+// relay is a Demo service whose Append and Watch do their work, then call
+// the same method of a downstream server and relay its error and its
+// trailer, as gateways do: the error itself or a fresh status of its code.
+type relay struct {
+	demopb.UnimplementedDemoServer
+	next  demopb.DemoClient
+	fresh bool
+
+	runs atomic.Int64 // handlers run
+}
+
+func (r *relay) relayed(err error) error {
+	if r.fresh && err != nil {
+		return status.Error(status.Code(err), "downstream failed")
+	}
+	return err
+}
+
+func (r *relay) Append(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.Int64Value, error) {
+	r.runs.Add(1)
+	var tr metadata.MD
+	resp, err := r.next.Append(ctx, in, grpc.Trailer(&tr))
+	grpc.SetTrailer(ctx, tr)
+	return resp, r.relayed(err)
+}
+
+func (r *relay) Watch(in *demopb.WatchRequest, ss grpc.ServerStreamingServer[timestamppb.Timestamp]) error {
+	r.runs.Add(1)
+	ds, err := r.next.Watch(ss.Context(), in)
+	if err != nil {
+		return err
+	}
+	_, err = ds.Recv()
+	ss.SetTrailer(ds.Trailer())
+	return r.relayed(err)
+}
+
+// serveRelay serves svc, behind a Tracker, on grpc's own transport or
+// through ServeHTTP, and returns a client of it made with opts.
+func serveRelay(t *testing.T, svc demopb.DemoServer, serveHTTP bool, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	tr := interceptors.NewTracker()
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(tr.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(tr.StreamServerInterceptor()))
+	demopb.RegisterDemoServer(srv, svc)
+	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
+	var target string
+	var stop func()
+	if serveHTTP {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("net.Listen() = %v", err)
+		}
+		var protocols http.Protocols
+		protocols.SetUnencryptedHTTP2(true)
+		hs := &http.Server{Protocols: &protocols, Handler: srv}
+		served := make(chan error, 1)
+		go func() { served <- hs.Serve(lis) }()
+		target, stop = lis.Addr().String(), func() {
+			hs.Close()
+			<-served
+			srv.Stop()
+		}
+	} else {
+		lis := bufconn.Listen(1 << 20)
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(lis) }()
+		target = "passthrough:///bufnet"
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
+		stop = func() {
+			srv.Stop()
+			<-served
+		}
+	}
+	cc, err := grpc.NewClient(target, opts...)
+	if err != nil {
+		stop()
+		t.Fatalf("grpc.NewClient() = %v", err)
+	}
+	t.Cleanup(func() {
+		cc.Close()
+		stop()
+	})
+	return cc
+}
+
+// TestRelayedRefusalRunsOnce calls, through DialOptions, a non-idempotent
+// method whose handler relays the refusal of a draining server, with its
+// trailer. The handler ran: it must run exactly once, and the caller get
+// codes.Unavailable that is not this server's drain.
+func TestRelayedRefusalRunsOnce(t *testing.T) {
+	down := startBackend(t, "down", false)
+	down.tracker.Reject(nil)
+	next := demopb.NewDemoClient(dialBackends(t, []*backend{down}))
+
+	for _, tc := range []struct {
+		name             string
+		fresh, serveHTTP bool
+		stream           bool
+	}{
+		{name: "unary, error relayed"},
+		{name: "unary, fresh status", fresh: true},
+		{name: "stream, error relayed", stream: true},
+		{name: "stream, fresh status", fresh: true, stream: true},
+		{name: "ServeHTTP, unary, error relayed", serveHTTP: true},
+		{name: "ServeHTTP, unary, fresh status", fresh: true, serveHTTP: true},
+		{name: "ServeHTTP, stream, error relayed", serveHTTP: true, stream: true},
+		{name: "ServeHTTP, stream, fresh status", fresh: true, serveHTTP: true, stream: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := &relay{next: next, fresh: tc.fresh}
+			c := demopb.NewDemoClient(serveRelay(t, svc, tc.serveHTTP, client.DialOptions(client.WithBackoff(noBackoff))...))
+			ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+			defer cancel()
+			var err error
+			if tc.stream {
+				var s demopb.Demo_WatchClient
+				if s, err = c.Watch(ctx, &demopb.WatchRequest{}); err == nil {
+					_, err = s.Recv()
+				}
+			} else {
+				_, err = c.Append(ctx, wrapperspb.String("once"))
+			}
+			if status.Code(err) != codes.Unavailable || client.IsDraining(err) {
+				t.Errorf("relayed call = %v, want codes.Unavailable, not a drain of this server (IsDraining false)", err)
+			}
+			if n := svc.runs.Load(); n != 1 {
+				t.Errorf("the relaying handler ran %d times, want exactly once", n)
+			}
+		})
+	}
+}
