@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -52,7 +53,12 @@ func (stopHook) OnStop(ctx context.Context, e stophook.Event) error {
 	if e.Phase != stophook.Cleanup {
 		return nil
 	}
-	ccs, open := openConns()
+	var ccs []*grpc.ClientConn
+	var open []OpenConn
+	for _, s := range openConns() {
+		ccs = append(ccs, s.e.cc)
+		open = append(open, s.describe())
+	}
 	if len(open) == 0 {
 		return nil
 	}
