@@ -220,3 +220,68 @@ func TestWatchdogPanics(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchdogEpisodes checks that a conn is reported again once it has
+// recovered and got stuck again: a conn to a port where nothing listens
+// fails, is reported, connects once a server listens there, and fails
+// again when the server stops.
+func TestWatchdogEpisodes(t *testing.T) {
+	const after = 200 * time.Millisecond
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("net.Listen() = %v", err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens: connections are refused
+
+	rec := &records{got: make(chan struct{}, 16)}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		client.Watchdog{Logger: slog.New(rec), Interval: 20 * time.Millisecond, After: after}.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-stopped
+	}()
+	cc := stuckConstructor(t, addr)
+	receive(t, rec.got, "first watchdog record")
+
+	// A server on the port: the conn recovers.
+	lis, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: net.Listen(%s) = %v", addr, err)
+	}
+	srv := grpc.NewServer()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	waitCtx, waitCancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer waitCancel()
+	for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+		if !cc.WaitForStateChange(waitCtx, s) {
+			t.Fatalf("conn in state %v after %v, want Ready once a server listens", s, defaultTestTimeout)
+		}
+	}
+	// Seen Ready by the registry, then the server goes: a new episode.
+	if n := len(client.Stuck(0)); n != 0 {
+		t.Fatalf("Stuck(0) lists %d conns while the conn is Ready", n)
+	}
+	if n := len(rec.all()); n != 1 {
+		t.Fatalf("watchdog logged %d records before the second episode, want 1", n)
+	}
+	srv.Stop()
+	<-served
+	// The conn goes Idle when its server goes away; a caller makes it
+	// connect again.
+	if !cc.WaitForStateChange(waitCtx, connectivity.Ready) {
+		t.Fatalf("conn still Ready after its server stopped")
+	}
+	cc.Connect()
+	receive(t, rec.got, "second watchdog record")
+	cancel()
+	<-stopped
+	if n := len(rec.all()); n != 2 {
+		t.Errorf("watchdog logged %d records for two episodes, want 2", n)
+	}
+}
