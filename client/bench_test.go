@@ -2,8 +2,10 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -114,5 +116,50 @@ func BenchmarkServerStream(b *testing.B) {
 				}
 			})
 		})
+	}
+}
+
+// BenchmarkNewClient times NewClient and Close of an idle conn, with
+// open conns already open, made the same way: bare grpc.NewClient, and
+// client.NewClient, which records each in its registry.
+func BenchmarkNewClient(b *testing.B) {
+	makers := []struct {
+		name string
+		make func(string, ...grpc.DialOption) (*grpc.ClientConn, error)
+	}{
+		{"client=bare", grpc.NewClient},
+		{"client=drainkit", client.NewClient},
+	}
+	creds := grpc.WithTransportCredentials(insecure.NewCredentials())
+	for _, open := range []int{0, 2000, 16000} {
+		for _, m := range makers {
+			b.Run(fmt.Sprintf("open=%d/%s", open, m.name), func(b *testing.B) {
+				ccs := make([]*grpc.ClientConn, open)
+				for i := range ccs {
+					cc, err := m.make("passthrough:///open", creds)
+					if err != nil {
+						b.Fatalf("NewClient() = %v", err)
+					}
+					ccs[i] = cc
+				}
+				defer func() {
+					for _, cc := range ccs {
+						cc.Close()
+					}
+				}()
+				// The previous run's conns, closed, and these made: let
+				// the collector catch up, so that neither burdens the run.
+				runtime.GC()
+				b.ReportAllocs()
+				b.ResetTimer()
+				for b.Loop() {
+					cc, err := m.make("passthrough:///bench", creds)
+					if err != nil {
+						b.Fatalf("NewClient() = %v", err)
+					}
+					cc.Close()
+				}
+			})
+		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package client is the client half of drainkit: interceptors with which a
 // gRPC client rides through the drains of its servers without its callers
-// noticing, and a registry of ClientConns that finds those left open.
+// noticing, within a retry budget, and a registry of ClientConns that finds
+// those left open and those stuck connecting.
 //
 // Give DialOptions to grpc.NewClient (or to NewClient):
 //
@@ -34,11 +35,44 @@
 //     tells it why.
 //
 // codes.Unavailable without that mark, such as a connection that failed
-// halfway through a call, is treated as a cancellation: retried for
-// idempotent methods only. Calls that no server saw, such as those sent
+// halfway through a call, or with the ErrorInfo "HANDLER_RAN" that the
+// Tracker puts on the codes.Unavailable its handlers return, is treated as
+// a cancellation: retried for idempotent methods only. Calls that no server saw, such as those sent
 // on a connection as its server's GOAWAY arrived, are retried by grpc
 // itself ("transparent retry"), whatever the method. Other codes are never
 // retried.
+//
+// # What is guaranteed, and where it stops
+//
+// A call of a method not marked idempotent is sent again only when the
+// server that answered says its handler did not run. With servers that run
+// the Tracker, that holds whatever their handlers return or relay: a
+// handler that passes on the refusal of a server it called, in its status
+// or in the grpc-status-details-bin of a relayed trailer, has run, and the
+// Tracker says so (see "Status details" in package interceptors). It
+// stops there:
+//
+//   - a server without the Tracker that relays another's status or
+//     trailer passes its marks through, and a refusal it relays reads as
+//     its own: put the Tracker on every server that relays;
+//   - grpc itself re-sends, whatever the method, calls that no server saw
+//     (transparent retry), and applies a service config's retry policy
+//     below these interceptors (see below);
+//   - a call cut by a failed connection is not known to have run or not,
+//     and is treated as one that ran.
+//
+// # The retry budget
+//
+// Every retry the package makes, of a refused call, of an idempotent one,
+// of a stream's creation or a stream's resumption, is taken from a budget
+// (WithRetryBudget, on by default with 20% of the calls plus 10 retries a
+// second, over 10 seconds, as Finagle's RetryBudget): when servers fail
+// everything, retries add at most that share to the load, rather than
+// multiplying it by WithMax. A retry the budget refuses is not made, and
+// the caller gets the error of the last attempt. The budget belongs to one
+// call of DialOptions, shared by the ClientConns made with its options.
+//
+// # Attempts and backoff
 //
 // Attempts are bounded (WithMax, DefaultMax by default), the first
 // included. Before each retry the client waits for the backoff (WithBackoff:
@@ -57,8 +91,15 @@
 // WithResume rewrites the request of the new stream from the last message
 // received, a cursor or a "since", so that with a server that supports it
 // nothing is lost or repeated; without it the same request is sent again.
-// Attempts are counted afresh after each message received. Header and
-// Trailer are those of the current attempt.
+// Header and Trailer are those of the current attempt.
+//
+// WithMax bounds every attempt of a stream together, its creation's and its
+// resumptions', and the backoff grows with them across resumptions: a
+// server that fails a stream after every few messages sees it reopened
+// less and less often, not at once each time. The count, and with it the
+// backoff, restarts when a message arrives on an attempt opened ResumeReset
+// (1s) ago or more: a stream that has stayed up that long works, and its
+// next failure, the next drain, is met with a short wait again.
 //
 // Client and bidi streams are never retried or resumed: what they sent is
 // gone. Their callers test IsDraining and open them again.
@@ -120,7 +161,7 @@
 //
 // TestComposition in this package runs that chain.
 //
-// # Leaks
+// # Leaks and stuck connections
 //
 // A ClientConn that is never closed keeps its connections and goroutines.
 // NewClient is grpc.NewClient plus a registry: Open lists the ClientConns it
@@ -128,6 +169,22 @@
 // test that leaves one open, in the manner of goleak; StopHook, a
 // stophook.Hook, closes those still open when a server has drained, and
 // reports them.
+//
+// A ClientConn can also stay open and never work: a target that does not
+// resolve, a server that accepts and never speaks HTTP/2, credentials that
+// never match. Stuck lists the conns that have been neither Ready nor Idle
+// for a while, and a Watchdog logs each, once per episode, from one
+// goroutine however many conns there are:
+//
+//	ctx, stop := context.WithCancel(context.Background())
+//	defer stop()
+//	go client.Watchdog{Logger: logger}.Run(ctx) // every 5s, conns stuck 15s or more
+//
+// The registry learns a conn's state by looking at it (GetState), without
+// reaching into grpc: a conn is stuck since the first look that found it
+// Connecting or in TransientFailure, with none since that found it Ready or
+// Idle. The Watchdog's looks every Interval are what make Stuck precise to
+// within that interval. A conn never used (Idle) is never stuck.
 //
 // The registry holds its conns strongly, until they are found closed, so
 // that a leak is always there to be found. A report when the garbage
@@ -138,12 +195,17 @@
 // grpc tells nobody whether it was closed first, so such a report could not
 // tell a leak from a conn closed and dropped. A conn left open therefore
 // stays listed by Open, is reported by VerifyNone and by StopHook, and costs
-// its memory until then; closed conns are dropped from the registry by the
-// next NewClient or Open.
+// its memory until then. Closed conns are dropped from the registry when
+// found closed: by Open, Stuck and the Watchdog, which look at every conn,
+// and by NewClient, which looks at two in turn, so that NewClient and
+// closing cost O(1) per conn made, whatever the number open.
 //
 // # Cost
 //
 // On a call that succeeds, the unary interceptor allocates nothing and the
 // stream interceptor allocates the wrapper of a server stream; client and
-// bidi streams pass through. BENCHMARKS.md gives the figures.
+// bidi streams pass through. Each unary call and server stream deposits in
+// the retry budget with one atomic add, and reads the clock once to find
+// its second; only retries take the budget's lock. BENCHMARKS.md gives the
+// figures.
 package client

@@ -3,7 +3,9 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -78,4 +80,16 @@ func ExampleOpen() {
 	// Output:
 	// open: passthrough:///example
 	// open after Close: 0
+}
+
+// A Watchdog logs at WARN, once per episode, each ClientConn made by
+// client.NewClient that stays stuck connecting, with where it was made. It
+// runs until its context ends, on one goroutine for every conn.
+func ExampleWatchdog() {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go client.Watchdog{Logger: logger}.Run(ctx) // looks every 5s, reports conns stuck 15s or more
+
+	// The program's work, with conns made by client.NewClient.
 }

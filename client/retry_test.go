@@ -50,12 +50,21 @@ func TestIsDraining(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ranAndRefused, err := status.New(codes.Unavailable, "x").WithDetails(
+		&errdetails.ErrorInfo{Reason: interceptors.ReasonShuttingDown, Domain: interceptors.ErrorInfoDomain,
+			Metadata: map[string]string{interceptors.MetadataHandler: interceptors.HandlerNotRun}},
+		&errdetails.ErrorInfo{Reason: interceptors.ReasonHandlerRan, Domain: interceptors.ErrorInfoDomain,
+			Metadata: map[string]string{interceptors.MetadataHandler: interceptors.HandlerRan}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		err  error
 		want bool
 	}{
 		{name: "nil", err: nil, want: false},
+		{name: "refusal beside HANDLER_RAN", err: ranAndRefused.Err(), want: false},
 		{name: "not a status", err: errors.New("drainkit: server is shutting down"), want: false},
 		{name: "unavailable without details", err: status.Error(codes.Unavailable, "drainkit: server is shutting down"), want: false},
 		{name: "ErrorInfo of another domain", err: otherDomain.Err(), want: false},

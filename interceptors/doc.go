@@ -125,8 +125,9 @@
 // (grpc.SetTrailer, or ServerStream.SetTrailer of the downstream stream's
 // Trailer) relays the refusal in it. A status that has details is sent in
 // place of the handler's grpc-status-details-bin, on grpc's own transport
-// and through ServeHTTP alike. Package client never retries a call whose
-// status says HANDLER_RAN unless its method is idempotent.
+// and through ServeHTTP alike. Package client sends a call whose status
+// says HANDLER_RAN again only if its method is idempotent, or resumes it if
+// it is a resumable stream.
 //
 // What this cannot cover: a relaying server without the Tracker passes the
 // marks it relays through unchanged, and a client of it reads them as that
