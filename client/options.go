@@ -36,7 +36,7 @@ const (
 	// each resumption is reopened less and less often, at most once per
 	// its backoff, which grows to its maximum; one that lives longer is a
 	// stream that works, and its next failure starts with a short wait.
-	ResumeReset = time.Second
+	ResumeReset = DefaultBackoffMax
 )
 
 // An Option configures the interceptors of DialOptions. Options are
