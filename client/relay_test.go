@@ -63,9 +63,7 @@ func (r *relay) Watch(in *demopb.WatchRequest, ss grpc.ServerStreamingServer[tim
 func serveRelay(t *testing.T, svc demopb.DemoServer, serveHTTP bool, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	tr := interceptors.NewTracker()
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(tr.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(tr.StreamServerInterceptor()))
+	srv := grpc.NewServer(tr.ServerOptions()...)
 	demopb.RegisterDemoServer(srv, svc)
 	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
 	var target string

@@ -142,9 +142,7 @@ func TestRelayedMarksAreOverridden(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				up := interceptors.NewTracker()
-				srv := grpc.NewServer(
-					grpc.ChainUnaryInterceptor(up.UnaryServerInterceptor()),
-					grpc.ChainStreamInterceptor(up.StreamServerInterceptor()))
+				srv := grpc.NewServer(up.ServerOptions()...)
 				relay := &relayService{next: tt.next, fresh: tt.fresh}
 				testgrpc.RegisterTestServiceServer(srv, relay)
 				c := testgrpc.NewTestServiceClient(relayServe(t, srv, serveHTTP))
