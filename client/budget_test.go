@@ -199,3 +199,29 @@ func TestStreamMaxCountsCreation(t *testing.T) {
 var errUnavailable = status.Error(codes.Unavailable, "connection refused")
 
 func noBackoff(context.Context, uint) time.Duration { return 0 }
+
+// TestResumeCountRestarts holds a resumable Watch on a server that fails it
+// after every 110 ticks (1.1s), longer than ResumeReset: each failure
+// restarts the count, so that with WithMax(2) the stream rides through
+// three failures, and more, without an error.
+func TestResumeCountRestarts(t *testing.T) {
+	const failures = 3
+	b := startBackend(t, "A", false)
+	b.svc.failAfter = int(client.ResumeReset/tick) + 10
+	b.svc.watchStarts = make(chan time.Time, 100)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, client.DialOptions(resumeWatch, client.WithMax(2))...))
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	for received := 0; received < (failures+1)*b.svc.failAfter; received++ {
+		if _, err := stream.Recv(); err != nil {
+			t.Fatalf("Recv() = %v after %d messages and %d attempts, want the stream to go on", err, received, len(b.svc.watchStarts))
+		}
+	}
+	if n := len(b.svc.watchStarts); n != failures+1 {
+		t.Errorf("%d attempts, want %d", n, failures+1)
+	}
+}

@@ -97,9 +97,13 @@
 // resumptions', and the backoff grows with them across resumptions: a
 // server that fails a stream after every few messages sees it reopened
 // less and less often, not at once each time. The count, and with it the
-// backoff, restarts when a message arrives on an attempt opened ResumeReset
-// (1s) ago or more: a stream that has stayed up that long works, and its
-// next failure, the next drain, is met with a short wait again.
+// backoff, restarts when an attempt that had stayed open for ResumeReset
+// (1s) or more fails, whether it delivered messages or was quiet: that
+// stream worked, and its next failure, such as the next drain, is met with
+// a short wait again. So a stream drained every few seconds, as in a
+// rolling restart, rides through any number of drains, while one that a
+// server fails sooner than ResumeReset after each resumption ends after
+// WithMax attempts.
 //
 // Client and bidi streams are never retried or resumed: what they sent is
 // gone. Their callers test IsDraining and open them again.

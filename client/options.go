@@ -29,13 +29,13 @@ const (
 	DefaultBackoffJitter = 0.2
 	DefaultBackoffMax    = time.Second
 
-	// ResumeReset is how long a resumed stream must stay healthy before
-	// its count of attempts, and with it its backoff, restarts: the count
-	// restarts when a message arrives on an attempt opened ResumeReset ago
-	// or more. It is DefaultBackoffMax: a stream that fails sooner after
-	// each resumption is reopened less and less often, at most once per
-	// its backoff, which grows to its maximum; one that lives longer is a
-	// stream that works, and its next failure starts with a short wait.
+	// ResumeReset is how long an attempt of a stream must have stayed open
+	// for its failure to restart the count of the stream's attempts, and
+	// with it the backoff: a stream that fails sooner after each
+	// resumption is reopened less and less often, its backoff growing to
+	// its maximum, and WithMax ends it; one that stayed up this long, with
+	// messages or quiet, worked, and its next failure, such as the next
+	// drain, is met with a short wait again. It is DefaultBackoffMax.
 	ResumeReset = DefaultBackoffMax
 )
 
@@ -85,9 +85,9 @@ type options struct {
 // WithMax sets the number of attempts of a call, the first included: 1
 // turns retries off. For a server stream it bounds every attempt together,
 // its creation and its resumptions alike; the count of a resumable stream
-// restarts only once it has been healthy for ResumeReset (see "Streams" in
-// the package documentation). The default is DefaultMax. It panics if n is
-// 0.
+// restarts only after an attempt that stayed open for ResumeReset fails
+// (see "Streams" in the package documentation). The default is DefaultMax.
+// It panics if n is 0.
 //
 // As go-grpc-middleware's retry.WithMax, n counts attempts, not retries.
 func WithMax(n uint) Option {

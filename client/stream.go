@@ -156,7 +156,6 @@ func (s *serverStream) RecvMsg(m any) error {
 	err := s.cs.RecvMsg(m)
 	if err == nil {
 		s.last = m
-		s.healthy()
 		return nil
 	}
 	if errors.Is(err, io.EOF) {
@@ -169,14 +168,6 @@ func (s *serverStream) RecvMsg(m any) error {
 	return nil
 }
 
-// healthy restarts the count of attempts, and with it the backoff, once a
-// message has arrived on an attempt opened ResumeReset ago or more.
-func (s *serverStream) healthy() {
-	if s.attempts > 1 && time.Since(s.opened) >= ResumeReset {
-		s.attempts = 1
-	}
-}
-
 // resume opens the stream again after its attempt failed with err, as many
 // times as the options and the retry budget allow, and receives m from the
 // new attempt.
@@ -184,6 +175,11 @@ func (s *serverStream) resume(m any, err error) error {
 	// The options of the method are looked up only now: a stream that
 	// never fails does not pay for it.
 	mo := s.o.methods[s.method]
+	// An attempt that failed after ResumeReset or more was a stream that
+	// worked: the count, and with it the backoff, restarts.
+	if s.attempts > 1 && time.Since(s.opened) >= ResumeReset {
+		s.attempts = 1
+	}
 	for ; s.attempts < s.o.max; s.attempts++ {
 		out, delay := classify(err)
 		if !mo.retryable(out, s.last != nil) {
@@ -207,7 +203,6 @@ func (s *serverStream) resume(m any, err error) error {
 		if err = cs.RecvMsg(m); err == nil {
 			s.attempts++
 			s.last = m
-			s.healthy()
 			return nil
 		}
 		if errors.Is(err, io.EOF) {
