@@ -87,9 +87,11 @@ func newRetryBudget(percent float64, minPerSecond int) *retryBudget {
 func (b *retryBudget) now() (int64, *budgetSlot) {
 	sec := int64(time.Since(b.start) / time.Second)
 	s := &b.slots[sec%budgetSlots]
-	if s.second.Load() != sec {
+	if s.second.Load() < sec {
 		b.mu.Lock()
-		if s.second.Load() != sec {
+		// A caller that read the clock long ago, and finds the slot
+		// taken by a later second, counts in it rather than reset it.
+		if s.second.Load() < sec {
 			s.calls.Store(0)
 			s.retries.Store(0)
 			s.second.Store(sec)
