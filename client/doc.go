@@ -37,15 +37,15 @@
 // codes.Unavailable without that mark, such as a connection that failed
 // halfway through a call, or with the ErrorInfo "HANDLER_RAN" that the
 // Tracker puts on the codes.Unavailable its handlers return, is treated as
-// a cancellation: retried for idempotent methods only. Calls that no server saw, such as those sent
-// on a connection as its server's GOAWAY arrived, are retried by grpc
-// itself ("transparent retry"), whatever the method. Other codes are never
-// retried.
+// a cancellation: retried for idempotent methods only. Calls that no
+// server saw, such as those sent on a connection as its server's GOAWAY
+// arrived, are retried by grpc itself ("transparent retry"), whatever the
+// method. Other codes are never retried.
 //
 // # What is guaranteed, and where it stops
 //
-// A call of a method not marked idempotent is sent again only when the
-// server that answered says its handler did not run. With servers that run
+// A call of a method marked neither idempotent nor resumable is sent again
+// only when the server that answered says its handler did not run. With servers that run
 // the Tracker, that holds whatever their handlers return or relay: a
 // handler that passes on the refusal of a server it called, in its status
 // or in the grpc-status-details-bin of a relayed trailer, has run, and the
@@ -103,7 +103,8 @@
 // a short wait again. So a stream drained every few seconds, as in a
 // rolling restart, rides through any number of drains, while one that a
 // server fails sooner than ResumeReset after each resumption ends after
-// WithMax attempts.
+// WithMax attempts, or sooner if the retry budget runs out, with the error
+// of its last attempt.
 //
 // Client and bidi streams are never retried or resumed: what they sent is
 // gone. Their callers test IsDraining and open them again.
