@@ -38,9 +38,14 @@ type OpenConn struct {
 	StuckSince time.Time
 }
 
-// String returns the conn's target, age and stack on several lines.
+// String returns the conn's target, age and stack on several lines, and
+// for a conn seen stuck, its state and since when.
 func (c OpenConn) String() string {
-	return fmt.Sprintf("ClientConn to %q, open for %v, created at:\n%s", c.Target, time.Since(c.Created).Round(time.Millisecond), c.Stack)
+	stuck := ""
+	if !c.StuckSince.IsZero() {
+		stuck = fmt.Sprintf(", %v for %v", c.State, time.Since(c.StuckSince).Round(time.Millisecond))
+	}
+	return fmt.Sprintf("ClientConn to %q, open for %v%s, created at:\n%s", c.Target, time.Since(c.Created).Round(time.Millisecond), stuck, c.Stack)
 }
 
 // An entry is a ClientConn in the registry. It holds the conn strongly: a

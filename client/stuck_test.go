@@ -115,6 +115,9 @@ func TestStuck(t *testing.T) {
 	if !strings.Contains(c.Stack, "client_test.stuckConstructor") || !strings.Contains(c.Stack, "client_test.TestStuck") {
 		t.Errorf("Stuck() conn has stack\n%s\nwant stuckConstructor and TestStuck in it", c.Stack)
 	}
+	if s := c.String(); !strings.Contains(s, silent) || !strings.Contains(s, c.State.String()+" for ") {
+		t.Errorf("Stuck() conn String() = %q, want its target, state and how long", s)
+	}
 	if c.State != connectivity.Connecting && c.State != connectivity.TransientFailure {
 		t.Errorf("Stuck() conn in state %v, want Connecting or TransientFailure", c.State)
 	}
