@@ -125,9 +125,14 @@
 // (grpc.SetTrailer, or ServerStream.SetTrailer of the downstream stream's
 // Trailer) relays the refusal in it. A status that has details is sent in
 // place of the handler's grpc-status-details-bin, on grpc's own transport
-// and through ServeHTTP alike. Package client sends a call whose status
-// says HANDLER_RAN again only if its method is idempotent, or resumes it if
-// it is a resumable stream.
+// and through ServeHTTP alike. Every codes.Unavailable that a handler
+// returns gets the detail, relayed or not: some 80 bytes, on the error path
+// only. Statuses of other codes are left as they are: package client
+// retries no other code, and a grpc-go client that receives a
+// grpc-status-details-bin whose code is not the status's reports
+// codes.Internal. Package client sends a call whose status says
+// HANDLER_RAN again only if its method is idempotent, or resumes it if it
+// is a resumable stream.
 //
 // What this cannot cover: a relaying server without the Tracker passes the
 // marks it relays through unchanged, and a client of it reads them as that
