@@ -126,7 +126,7 @@
 // Trailer) relays the refusal in it. A status that has details is sent in
 // place of the handler's grpc-status-details-bin, on grpc's own transport
 // and through ServeHTTP alike. Every codes.Unavailable that a handler
-// returns gets the detail, relayed or not: some 80 bytes, on the error path
+// returns gets the detail, relayed or not: about 100 bytes, on the error path
 // only. Statuses of other codes are left as they are: package client
 // retries no other code, and a grpc-go client that receives a
 // grpc-status-details-bin whose code is not the status's reports
