@@ -89,4 +89,14 @@
 // skipped; while a phase waits, a progress record about once a second with
 // the time left and the RPCs in flight by method; and the report. A Force
 // phase that cuts RPCs, and the report of a forced drain, are at WARN.
+//
+// So is a Force phase that cuts no tracked RPC but closes connections that
+// stayed open a second or more after GOAWAY and the last tracked RPC: grpc
+// closes a connection whose RPCs have all ended as soon as its client
+// acknowledges GOAWAY, so such connections most likely hold RPCs that the
+// Tracker does not see, typically streams on a server given the Tracker's
+// UnaryServerInterceptor without its StreamServerInterceptor. The record's
+// likely_cause says so and names Tracker.ServerOptions, which installs
+// both. (A client that never acknowledges GOAWAY has the same effect.) The
+// drain is not counted as forced, since it cut nothing it knew of.
 package drain

@@ -134,6 +134,7 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 
 	clean := false
 	var graceful chan struct{} // closed when GracefulStop returns
+	var idleSince time.Time    // when the Graceful phase saw no handler running
 	if d.skipped() {
 		ph.skip(stophook.Graceful, d.skipReason())
 	} else {
@@ -156,7 +157,7 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 			d.stopOnce.Do(func() { close(d.serverStopped) })
 			close(graceful)
 		}()
-		clean = d.wait(time.Until(deadline), graceful)
+		clean, idleSince = d.waitUnder(d.skipCtx, time.Until(deadline), graceful)
 	}
 
 	switch {
@@ -183,7 +184,13 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		d.t.Reject(ErrDraining)
 		cut := d.t.InFlight()
 		r.Forced = cut > 0
-		ph.enterForce(cut, d.skipReason())
+		// Connections that outlive every tracked RPC by far hold RPCs
+		// the Tracker does not see: say so, as the stop cuts them.
+		var untracked time.Duration
+		if cut == 0 && !d.skipped() && !idleSince.IsZero() {
+			untracked = time.Since(idleSince)
+		}
+		ph.enterForce(cut, d.skipReason(), untracked)
 		r.Cancelled += d.t.CancelAll(ErrDraining)
 		hooks.send(stophook.Force, &r, cut)
 		stopped := make(chan struct{})
@@ -268,32 +275,37 @@ func (d *Drainer) sleep(dur time.Duration) {
 // to run and for done, unless nil, to be closed. It reports whether both
 // happened. It is woken by the events it waits for; it does not poll.
 func (d *Drainer) wait(timeout time.Duration, done <-chan struct{}) bool {
-	return d.waitUnder(d.skipCtx, timeout, done)
+	ok, _ := d.waitUnder(d.skipCtx, timeout, done)
+	return ok
 }
 
 // waitUnskippable is wait without the skipping.
 func (d *Drainer) waitUnskippable(timeout time.Duration, done <-chan struct{}) bool {
-	return d.waitUnder(context.Background(), timeout, done)
+	ok, _ := d.waitUnder(context.Background(), timeout, done)
+	return ok
 }
 
-func (d *Drainer) waitUnder(parent context.Context, timeout time.Duration, done <-chan struct{}) bool {
+// waitUnder is wait under parent. It also returns when it saw no handler
+// running, or the zero time if it never did.
+func (d *Drainer) waitUnder(parent context.Context, timeout time.Duration, done <-chan struct{}) (ok bool, idleSince time.Time) {
 	ctx, cancel := context.WithTimeout(parent, max(timeout, 0))
 	defer cancel()
 	if d.t.InFlight() > 0 && d.t.Wait(ctx) != nil {
-		return false
+		return false, time.Time{}
 	}
+	idleSince = time.Now()
 	if done == nil {
-		return true
+		return true, idleSince
 	}
 	select {
 	case <-done:
-		return true
+		return true, idleSince
 	default:
 	}
 	select {
 	case <-done:
-		return true
+		return true, idleSince
 	case <-ctx.Done():
-		return false
+		return false, idleSince
 	}
 }

@@ -34,9 +34,24 @@ func (p *phases) enter(phase stophook.Phase, bound time.Duration) {
 	p.begin(slog.LevelInfo, phase, bound, "")
 }
 
+// untrackedAfter is how long connections must stay open after the last
+// tracked RPC has ended for the drain to take them as holding RPCs that
+// the Tracker does not see. grpc closes a connection with no RPC left as
+// soon as its client has acknowledged GOAWAY, a round trip.
+const untrackedAfter = time.Second
+
+// untrackedCause is what the Force record says when connections outlived
+// every tracked RPC by untrackedAfter or more.
+const untrackedCause = "RPCs that the Tracker does not see, most likely streams: " +
+	"install its StreamServerInterceptor as well as its UnaryServerInterceptor, " +
+	"or both at once with grpc.NewServer(t.ServerOptions()...); " +
+	"or clients that never acknowledged GOAWAY"
+
 // enterForce begins the Force phase, which cuts the RPCs still in flight
-// (cut of them); why, if not "", is why the waits were skipped.
-func (p *phases) enterForce(cut int, why string) {
+// (cut of them); why, if not "", is why the waits were skipped. untracked,
+// if not 0, is how long the connections have outlived the last tracked
+// RPC.
+func (p *phases) enterForce(cut int, why string, untracked time.Duration) {
 	level := slog.LevelInfo
 	if cut > 0 {
 		level = slog.LevelWarn
@@ -44,13 +59,19 @@ func (p *phases) enterForce(cut int, why string) {
 	if why == "" && cut > 0 {
 		why = "RPCs outlived the waits"
 	}
+	var extra []slog.Attr
+	if why == "" && untracked >= untrackedAfter {
+		level = slog.LevelWarn
+		why = "no RPC left, yet connections stayed open " + round(untracked) + " after GOAWAY and the last tracked RPC; closing them"
+		extra = append(extra, slog.String("likely_cause", untrackedCause))
+	}
 	if why == "" {
 		why = "no RPC left; closing connections that did not close after GOAWAY"
 	}
-	p.begin(level, stophook.Force, p.d.o.forceWait, why)
+	p.begin(level, stophook.Force, p.d.o.forceWait, why, extra...)
 }
 
-func (p *phases) begin(level slog.Level, phase stophook.Phase, bound time.Duration, why string) {
+func (p *phases) begin(level slog.Level, phase stophook.Phase, bound time.Duration, why string, extra ...slog.Attr) {
 	p.leave()
 	n := p.d.t.InFlight()
 	start := time.Now()
@@ -62,6 +83,7 @@ func (p *phases) begin(level slog.Level, phase stophook.Phase, bound time.Durati
 	if why != "" {
 		attrs = append(attrs, slog.String("why", why))
 	}
+	attrs = append(attrs, extra...)
 	p.d.o.logger.LogAttrs(p.ctx, level, "drain phase", attrs...)
 	if bound > 0 && p.d.o.logger.Enabled(p.ctx, slog.LevelInfo) {
 		p.stopProgress = p.progress(phase, start.Add(bound))
