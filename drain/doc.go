@@ -44,10 +44,20 @@
 // Budget whatever they do. When the context given to Drain ends, the waits
 // that remain are skipped and the drain goes straight to Force, as it does
 // on a second signal to Serve; hook calls running then see their context
-// end, and Report.Skipped says why. The defaults (no readiness delay, a 20s grace
-// period, 3s cancel grace, 1s force wait and 2s per hook call) fit
-// Kubernetes' default terminationGracePeriodSeconds of 30 with up to two
-// hooks and a margin; CheckBudget tells which setting overflows a limit.
+// end, and Report.Skipped says why.
+//
+// # Defaults and the budget
+//
+// The defaults are no readiness delay, a 15s grace period, a 3s cancel
+// grace, a 1s force wait and 2s per hook call: a budget of 19s, plus 2s per
+// hook. They are chosen for the common deployment, Kubernetes' default
+// terminationGracePeriodSeconds of 30 with the readiness delay of a few
+// seconds that a pod needs (WithReadinessDelay): with a 5s delay and one
+// hook (a database to close) the budget is 26s, with two hooks 28s, each
+// leaving a margin for the signal to arrive and the process to exit. A
+// grace period of 15s is long for a unary call and short enough for the
+// sum; a server with longer calls raises it and the pod's grace with it.
+// CheckBudget tells which setting overflows a limit.
 //
 // Hooks (package stophook) receive an event at the start of each phase that
 // runs: NotReady, Graceful, Cancel, Force and Cleanup. They run one at

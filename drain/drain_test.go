@@ -562,12 +562,12 @@ func TestBudget(t *testing.T) {
 		opts []drain.Option
 		want time.Duration
 	}{
-		{"defaults", nil, 24 * time.Second},
-		{"readiness delay", []drain.Option{drain.WithReadinessDelay(5 * time.Second)}, 29 * time.Second},
+		{"defaults", nil, 19 * time.Second},
+		{"readiness delay", []drain.Option{drain.WithReadinessDelay(5 * time.Second)}, 24 * time.Second},
 		// Hooks run beside the waits, and handle Cleanup after them.
-		{"one hook", []drain.Option{drain.WithHooks(nop)}, 26 * time.Second},
-		{"three hooks", []drain.Option{drain.WithHooks(nop, nop), drain.WithHooks(nop)}, 30 * time.Second},
-		{"hook timeout", []drain.Option{drain.WithHooks(nop, nop), drain.WithHookTimeout(time.Second)}, 26 * time.Second},
+		{"one hook", []drain.Option{drain.WithHooks(nop)}, 21 * time.Second},
+		{"three hooks", []drain.Option{drain.WithHooks(nop, nop), drain.WithHooks(nop)}, 25 * time.Second},
+		{"hook timeout", []drain.Option{drain.WithHooks(nop, nop), drain.WithHookTimeout(time.Second)}, 21 * time.Second},
 		{"small", []drain.Option{drain.WithGracePeriod(time.Second), drain.WithCancelGrace(time.Second), drain.WithForceWait(time.Second)}, 3 * time.Second},
 	}
 	for _, tt := range tests {
@@ -587,8 +587,28 @@ func TestCheckBudget(t *testing.T) {
 		t.Errorf("CheckBudget(30s) = %v, want nil", err)
 	}
 	err := d.CheckBudget(10 * time.Second)
-	if err == nil || !strings.Contains(err.Error(), "grace period (WithGracePeriod)") || !strings.Contains(err.Error(), "29s") {
-		t.Errorf("CheckBudget(10s) = %v, want an error naming the grace period and the 29s budget", err)
+	if err == nil || !strings.Contains(err.Error(), "grace period (WithGracePeriod)") || !strings.Contains(err.Error(), "24s") {
+		t.Errorf("CheckBudget(10s) = %v, want an error naming the grace period and the 24s budget", err)
+	}
+}
+
+// TestDefaultsFitKubernetes checks the promise of the defaults: the set-up
+// of the README (a readiness delay of 5s) with up to two hooks fits
+// Kubernetes' default terminationGracePeriodSeconds of 30, with a second or
+// more to spare for the signal to arrive and the process to exit.
+func TestDefaultsFitKubernetes(t *testing.T) {
+	const (
+		kubernetesDefault = 30 * time.Second
+		margin            = time.Second
+	)
+	srv := grpc.NewServer()
+	tr := interceptors.NewTracker()
+	nop := stophook.Func(func(context.Context, stophook.Event) error { return nil })
+	for hooks := 1; hooks <= 2; hooks++ {
+		d := drain.New(srv, tr, drain.WithReadinessDelay(5*time.Second), drain.WithHooks(slices.Repeat([]stophook.Hook{nop}, hooks)...))
+		if err := d.CheckBudget(kubernetesDefault - margin); err != nil {
+			t.Errorf("with a 5s readiness delay and %d hooks: CheckBudget(%v) = %v, want nil", hooks, kubernetesDefault-margin, err)
+		}
 	}
 }
 

@@ -24,10 +24,12 @@ func ExampleDrainer_CheckBudget() {
 	d := drain.New(srv, t, drain.WithReadinessDelay(5*time.Second), drain.WithHooks(nop))
 
 	fmt.Println(d.Budget())
-	fmt.Println(d.CheckBudget(30 * time.Second))
+	fmt.Println(d.CheckBudget(30 * time.Second)) // Kubernetes' default terminationGracePeriodSeconds
+	fmt.Println(d.CheckBudget(10 * time.Second)) // docker stop's default timeout
 	// Output:
-	// 31s
-	// drain: worst case 31s exceeds the limit of 30s: readiness delay 5s + grace period 20s + cancel grace 3s + force wait 1s + hooks 2s; the hook time (1 hooks × WithHookTimeout 2s) takes it past the limit
+	// 26s
+	// <nil>
+	// drain: worst case 26s exceeds the limit of 10s: readiness delay 5s + grace period 15s + cancel grace 3s + force wait 1s + hooks 2s; the grace period (WithGracePeriod) takes it past the limit
 }
 
 // A program that handles its own signals calls Drain; the drain ends when

@@ -33,7 +33,7 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		gracePeriod: 20 * time.Second,
+		gracePeriod: 15 * time.Second,
 		cancelGrace: 3 * time.Second,
 		forceWait:   time.Second,
 		hookTimeout: 2 * time.Second,
@@ -52,7 +52,10 @@ func WithReadinessDelay(d time.Duration) Option {
 }
 
 // WithGracePeriod sets how long the drain waits, after GOAWAY, for in-flight
-// RPCs to finish on their own. The default is 20s.
+// RPCs to finish on their own. The default is 15s: with a readiness delay
+// of 5s and one hook, the default budget (26s) fits Kubernetes' default
+// terminationGracePeriodSeconds of 30 with a margin (see the package
+// documentation).
 func WithGracePeriod(d time.Duration) Option {
 	mustNotBeNegative("WithGracePeriod", d)
 	return optionFunc(func(o *options) { o.gracePeriod = d })

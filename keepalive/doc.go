@@ -28,7 +28,7 @@
 // affected: the new ones go to the new connection, and those in flight
 // finish on the old one.
 //
-// MaxConnectionAgeGrace, 20 seconds: after GOAWAY, the RPCs in flight on an
+// MaxConnectionAgeGrace, 15 seconds: after GOAWAY, the RPCs in flight on an
 // aged connection get this long to finish before the connection is closed.
 // It is the drain's default grace period (drain.WithGracePeriod), because
 // the renewal of a connection is a drain in small: GOAWAY, a grace period,

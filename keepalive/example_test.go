@@ -38,7 +38,7 @@ func ExampleParameters() {
 	fmt.Println("PermitWithoutStream:", ep.PermitWithoutStream)
 	// Output:
 	// MaxConnectionAge: 5m0s
-	// MaxConnectionAgeGrace: 20s
+	// MaxConnectionAgeGrace: 15s
 	// MaxConnectionIdle: 0s
 	// Time: 1m0s
 	// Timeout: 20s

@@ -11,7 +11,7 @@ import (
 // The defaults; the package documentation says why.
 const (
 	defaultMaxConnectionAge    = 5 * time.Minute
-	defaultGracePeriod         = 20 * time.Second // drain.WithGracePeriod's default
+	defaultGracePeriod         = 15 * time.Second // drain.WithGracePeriod's default
 	defaultMaxConnectionIdle   = 0                // off
 	defaultTime                = time.Minute
 	defaultTimeout             = 20 * time.Second

@@ -28,7 +28,7 @@ func TestParametersDefaults(t *testing.T) {
 	wantSP := grpckeepalive.ServerParameters{
 		MaxConnectionIdle:     0,
 		MaxConnectionAge:      5 * time.Minute,
-		MaxConnectionAgeGrace: 20 * time.Second,
+		MaxConnectionAgeGrace: 15 * time.Second,
 		Time:                  time.Minute,
 		Timeout:               20 * time.Second,
 	}

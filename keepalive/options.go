@@ -42,7 +42,7 @@ func WithMaxConnectionAge(d time.Duration) Option {
 // WithGracePeriod sets how long the RPCs in flight on a connection that
 // reached its age may run before the connection is closed
 // (ServerParameters.MaxConnectionAgeGrace). Set it to the same value you
-// give drain.WithGracePeriod. The default is 20 seconds, the drain's
+// give drain.WithGracePeriod. The default is 15 seconds, the drain's
 // default. It panics if d is not positive.
 func WithGracePeriod(d time.Duration) Option {
 	mustBePositive("WithGracePeriod", d)
