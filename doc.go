@@ -19,13 +19,11 @@
 //   - upgrade: an in-place upgrade that hands the listening socket to a
 //     successor and drains once the successor serves.
 //
-// A server adds two lines to grpc.NewServer and serves through the Drainer:
+// A server gives grpc.NewServer the Tracker's options and serves through the
+// Drainer:
 //
 //	t := interceptors.NewTracker()
-//	srv := grpc.NewServer(
-//		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor()),
-//		grpc.ChainStreamInterceptor(t.StreamServerInterceptor()),
-//	)
+//	srv := grpc.NewServer(t.ServerOptions()...)
 //	d := drain.New(srv, t, drain.WithHealth(h), drain.WithReadinessDelay(5*time.Second))
 //	err := d.Serve(lis) // drains on SIGTERM or SIGINT
 //

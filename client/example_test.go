@@ -44,7 +44,7 @@ func ExampleDialOptions() {
 // A call refused by a draining server carries the mark IsDraining reads.
 func ExampleIsDraining() {
 	t := interceptors.NewTracker()
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor()))
+	srv := grpc.NewServer(t.ServerOptions()...)
 	demopb.RegisterDemoServer(srv, demopb.UnimplementedDemoServer{})
 	lis := bufconn.Listen(1 << 20)
 	go srv.Serve(lis)

@@ -16,10 +16,7 @@ import (
 // orchestrator gives it before SIGKILL.
 func ExampleDrainer_CheckBudget() {
 	t := interceptors.NewTracker()
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(t.StreamServerInterceptor()),
-	)
+	srv := grpc.NewServer(t.ServerOptions()...)
 	nop := stophook.Func(func(context.Context, stophook.Event) error { return nil })
 	d := drain.New(srv, t, drain.WithReadinessDelay(5*time.Second), drain.WithHooks(nop))
 
@@ -36,10 +33,7 @@ func ExampleDrainer_CheckBudget() {
 // no RPC is left, here at once.
 func ExampleDrainer_Drain() {
 	t := interceptors.NewTracker()
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(t.StreamServerInterceptor()),
-	)
+	srv := grpc.NewServer(t.ServerOptions()...)
 	d := drain.New(srv, t)
 
 	report, err := d.Drain(context.Background())

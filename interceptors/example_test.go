@@ -94,10 +94,7 @@ func Example() {
 func ExampleTracker_CancelAll() {
 	tracker := interceptors.NewTracker()
 	started := make(chan struct{}, 1)
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(tracker.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(tracker.StreamServerInterceptor()),
-	)
+	srv := grpc.NewServer(tracker.ServerOptions()...)
 	testgrpc.RegisterTestServiceServer(srv, &exampleService{started: started})
 	cc, stop := serveExample(srv)
 	defer stop()
@@ -140,10 +137,7 @@ func ExampleTracker_Calls() {
 		interceptors.WithMethodTimeout("/grpc.testing.TestService/UnaryCall", 5*time.Second),
 	)
 	started := make(chan struct{}, 1)
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(tracker.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(tracker.StreamServerInterceptor()),
-	)
+	srv := grpc.NewServer(tracker.ServerOptions()...)
 	testgrpc.RegisterTestServiceServer(srv, &exampleService{started: started})
 	cc, stop := serveExample(srv)
 	defer stop()

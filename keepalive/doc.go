@@ -6,10 +6,7 @@
 //
 // ServerOptions returns the options to give grpc.NewServer:
 //
-//	srv := grpc.NewServer(append(keepalive.ServerOptions(),
-//		grpc.ChainUnaryInterceptor(tracker.UnaryServerInterceptor()),
-//		grpc.ChainStreamInterceptor(tracker.StreamServerInterceptor()),
-//	)...)
+//	srv := grpc.NewServer(append(keepalive.ServerOptions(), tracker.ServerOptions()...)...)
 //
 // Parameters returns the same settings as grpc's keepalive.ServerParameters
 // and keepalive.EnforcementPolicy, for a test or a program to check them.

@@ -14,10 +14,7 @@ func ExampleServerOptions() {
 	// The grace period of the drain, given to both.
 	const grace = 30 * time.Second
 	tracker := interceptors.NewTracker()
-	srv := grpc.NewServer(append(keepalive.ServerOptions(keepalive.WithGracePeriod(grace)),
-		grpc.ChainUnaryInterceptor(tracker.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(tracker.StreamServerInterceptor()),
-	)...)
+	srv := grpc.NewServer(append(keepalive.ServerOptions(keepalive.WithGracePeriod(grace)), tracker.ServerOptions()...)...)
 	defer srv.Stop()
 	// Then: drain.New(srv, tracker, drain.WithGracePeriod(grace)).
 

@@ -31,10 +31,7 @@ func ExampleListen() {
 // Outside systemd, as here, it does nothing.
 func ExampleNotifier() {
 	t := interceptors.NewTracker()
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(t.StreamServerInterceptor()),
-	)
+	srv := grpc.NewServer(t.ServerOptions()...)
 	var d *drain.Drainer
 	n := systemd.NewNotifier(systemd.WithStopBudget(func() time.Duration { return d.Budget() }))
 	d = drain.New(srv, t, drain.WithHooks(n))

@@ -74,11 +74,9 @@ func ExampleServerOption() {
 	defer mp.Shutdown(context.Background())
 
 	tracker := interceptors.NewTracker()
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append(tracker.ServerOptions(),
 		tracing.ServerOption(otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(mp)),
-		grpc.ChainUnaryInterceptor(tracker.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(tracker.StreamServerInterceptor()),
-	)
+	)...)
 	healthgrpc.RegisterHealthServer(srv, health.NewServer())
 	reg, err := tracing.InFlightGauge(tracker, tracing.WithMeterProvider(mp))
 	if err != nil {

@@ -35,10 +35,7 @@ func Example() {
 	log.Printf("listener from %s", src)
 
 	t := interceptors.NewTracker()
-	srv := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor()),
-		grpc.ChainStreamInterceptor(t.StreamServerInterceptor()),
-	)
+	srv := grpc.NewServer(t.ServerOptions()...)
 	d := drain.New(srv, t)
 
 	signals := make(chan os.Signal, 1)
