@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,12 +43,14 @@ const (
 
 // drainBudget returns the budget of the drain of a server started with args,
 // computed by drain.New with the options the server derives from them, and
-// the server's configuration.
-func drainBudget(args []string) (time.Duration, demoflags.Config, error) {
+// the server's configuration. notify says whether the server runs with
+// NOTIFY_SOCKET set, where it registers one more hook.
+func drainBudget(args []string, notify bool) (time.Duration, demoflags.Config, error) {
 	cfg, err := demoflags.Parse(args, io.Discard)
 	if err != nil {
 		return 0, cfg, fmt.Errorf("server flags %q: %w", args, err)
 	}
+	cfg.Notify = notify
 	hooks := make([]stophook.Hook, cfg.StopHooks())
 	for i := range hooks {
 		hooks[i] = stophook.Func(func(context.Context, stophook.Event) error { return nil })
@@ -80,7 +84,9 @@ func hasFlag(args []string, name string) bool {
 	return false
 }
 
-// Just the fields of the Kubernetes objects that the check reads.
+// Just the fields of the Kubernetes objects that the check reads, with
+// their names and shapes in the Kubernetes API (apps/v1, core/v1,
+// policy/v1).
 type (
 	k8sObject struct {
 		Kind     string `json:"kind"`
@@ -88,16 +94,63 @@ type (
 			Name string `json:"name"`
 		} `json:"metadata"`
 	}
+	k8sLabelSelector struct {
+		MatchLabels map[string]string `json:"matchLabels"`
+	}
 	k8sDeployment struct {
 		Spec struct {
+			Replicas *int32           `json:"replicas"`
+			Selector k8sLabelSelector `json:"selector"`
 			Template struct {
+				Metadata struct {
+					Labels map[string]string `json:"labels"`
+				} `json:"metadata"`
 				Spec k8sPodSpec `json:"spec"`
 			} `json:"template"`
 		} `json:"spec"`
 	}
+	k8sPodDisruptionBudget struct {
+		Spec struct {
+			MinAvailable   *intOrString     `json:"minAvailable"`
+			MaxUnavailable *intOrString     `json:"maxUnavailable"`
+			Selector       k8sLabelSelector `json:"selector"`
+		} `json:"spec"`
+	}
 	k8sPodSpec struct {
-		TerminationGracePeriodSeconds *int64         `json:"terminationGracePeriodSeconds"`
-		Containers                    []k8sContainer `json:"containers"`
+		TerminationGracePeriodSeconds *int64                 `json:"terminationGracePeriodSeconds"`
+		SecurityContext               *k8sPodSecurityContext `json:"securityContext"`
+		HostNetwork                   bool                   `json:"hostNetwork"`
+		HostPID                       bool                   `json:"hostPID"`
+		HostIPC                       bool                   `json:"hostIPC"`
+		Containers                    []k8sContainer         `json:"containers"`
+		InitContainers                []k8sContainer         `json:"initContainers"`
+		Volumes                       []map[string]any       `json:"volumes"`
+		TopologySpreadConstraints     []k8sTopologySpread    `json:"topologySpreadConstraints"`
+	}
+	k8sPodSecurityContext struct {
+		RunAsNonRoot   *bool              `json:"runAsNonRoot"`
+		RunAsUser      *int64             `json:"runAsUser"`
+		SeccompProfile *k8sSeccompProfile `json:"seccompProfile"`
+	}
+	k8sSecurityContext struct {
+		RunAsNonRoot             *bool              `json:"runAsNonRoot"`
+		RunAsUser                *int64             `json:"runAsUser"`
+		SeccompProfile           *k8sSeccompProfile `json:"seccompProfile"`
+		AllowPrivilegeEscalation *bool              `json:"allowPrivilegeEscalation"`
+		Privileged               *bool              `json:"privileged"`
+		ReadOnlyRootFilesystem   *bool              `json:"readOnlyRootFilesystem"`
+		Capabilities             *struct {
+			Add  []string `json:"add"`
+			Drop []string `json:"drop"`
+		} `json:"capabilities"`
+	}
+	k8sSeccompProfile struct {
+		Type string `json:"type"`
+	}
+	k8sTopologySpread struct {
+		MaxSkew       int32            `json:"maxSkew"`
+		TopologyKey   string           `json:"topologyKey"`
+		LabelSelector k8sLabelSelector `json:"labelSelector"`
 	}
 	k8sContainer struct {
 		Name    string   `json:"name"`
@@ -105,14 +158,31 @@ type (
 		Args    []string `json:"args"`
 		Ports   []struct {
 			ContainerPort int `json:"containerPort"`
+			HostPort      int `json:"hostPort"`
 		} `json:"ports"`
 		ReadinessProbe *struct {
 			GRPC *struct {
 				Port int `json:"port"`
 			} `json:"grpc"`
+			TimeoutSeconds   int32 `json:"timeoutSeconds"`
+			FailureThreshold int32 `json:"failureThreshold"`
 		} `json:"readinessProbe"`
+		SecurityContext *k8sSecurityContext `json:"securityContext"`
 	}
 )
+
+// intOrString is a Kubernetes IntOrString: 1 or "50%".
+type intOrString struct {
+	n       int
+	percent string
+}
+
+func (v *intOrString) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &v.n); err == nil {
+		return nil
+	}
+	return json.Unmarshal(b, &v.percent)
+}
 
 // yamlSeparator matches the line between two documents of a YAML stream.
 var yamlSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
@@ -125,7 +195,12 @@ var yamlSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
 func checkKubernetes(manifest []byte) (time.Duration, error) {
 	var budget time.Duration
 	deployments := 0
-	for i, doc := range yamlSeparator.Split(string(manifest), -1) {
+	docs := yamlSeparator.Split(string(manifest), -1)
+	pdbs, err := podDisruptionBudgets(docs)
+	if err != nil {
+		return 0, err
+	}
+	for i, doc := range docs {
 		var obj k8sObject
 		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
 			return 0, fmt.Errorf("document %d: %v", i, err)
@@ -142,12 +217,178 @@ func checkKubernetes(manifest []byte) (time.Duration, error) {
 		if err != nil {
 			return 0, fmt.Errorf("Deployment %s: %w", obj.Metadata.Name, err)
 		}
+		if err := checkRestricted(dep.Spec.Template.Spec); err != nil {
+			return 0, fmt.Errorf("Deployment %s: the restricted Pod Security Standard: %w", obj.Metadata.Name, err)
+		}
+		if err := checkAvailability(dep, pdbs); err != nil {
+			return 0, fmt.Errorf("Deployment %s: %w", obj.Metadata.Name, err)
+		}
 		budget = b
 	}
 	if deployments == 0 {
 		return 0, errors.New("no Deployment in the manifest")
 	}
 	return budget, nil
+}
+
+// podDisruptionBudgets returns the PodDisruptionBudgets of a manifest.
+func podDisruptionBudgets(docs []string) ([]k8sPodDisruptionBudget, error) {
+	var pdbs []k8sPodDisruptionBudget
+	for i, doc := range docs {
+		var obj k8sObject
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			return nil, fmt.Errorf("document %d: %v", i, err)
+		}
+		if obj.Kind != "PodDisruptionBudget" {
+			continue
+		}
+		var pdb k8sPodDisruptionBudget
+		if err := yaml.Unmarshal([]byte(doc), &pdb); err != nil {
+			return nil, fmt.Errorf("PodDisruptionBudget %s: %v", obj.Metadata.Name, err)
+		}
+		pdbs = append(pdbs, pdb)
+	}
+	return pdbs, nil
+}
+
+// selects reports whether sel selects pods with labels; an empty selector
+// selects nothing here, as no manifest of ours means "every pod".
+func selects(sel k8sLabelSelector, labels map[string]string) bool {
+	if len(sel.MatchLabels) == 0 {
+		return false
+	}
+	for k, v := range sel.MatchLabels {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// checkAvailability checks that a Deployment stays available through
+// voluntary disruptions and the loss of a node: more than one replica, a
+// PodDisruptionBudget that keeps one serving and still lets a node drain,
+// and a topology spread over nodes.
+func checkAvailability(dep k8sDeployment, pdbs []k8sPodDisruptionBudget) error {
+	labels := dep.Spec.Template.Metadata.Labels
+	replicas := 1
+	if r := dep.Spec.Replicas; r != nil {
+		replicas = int(*r)
+	}
+	if replicas < 2 {
+		return fmt.Errorf("%d replica(s): a drain, a node's loss or an eviction leaves no server", replicas)
+	}
+	var pdb *k8sPodDisruptionBudget
+	for i := range pdbs {
+		if selects(pdbs[i].Spec.Selector, labels) {
+			pdb = &pdbs[i]
+		}
+	}
+	if pdb == nil {
+		return errors.New("no PodDisruptionBudget selects its pods: a node drain may evict every replica at once")
+	}
+	switch min, maxU := pdb.Spec.MinAvailable, pdb.Spec.MaxUnavailable; {
+	case min != nil && min.percent == "" && (min.n < 1 || min.n >= replicas):
+		return fmt.Errorf("PodDisruptionBudget minAvailable %d with %d replicas: want 1 to %d, so that one replica serves and one may be evicted", min.n, replicas, replicas-1)
+	case maxU != nil && maxU.percent == "" && (maxU.n < 1 || maxU.n >= replicas):
+		return fmt.Errorf("PodDisruptionBudget maxUnavailable %d with %d replicas: want 1 to %d", maxU.n, replicas, replicas-1)
+	case min == nil && maxU == nil:
+		return errors.New("PodDisruptionBudget with neither minAvailable nor maxUnavailable")
+	}
+	for _, c := range dep.Spec.Template.Spec.TopologySpreadConstraints {
+		if c.TopologyKey == "kubernetes.io/hostname" && c.MaxSkew >= 1 && selects(c.LabelSelector, labels) {
+			return nil
+		}
+	}
+	return errors.New("no topologySpreadConstraints over kubernetes.io/hostname selecting its pods: its replicas may share one node")
+}
+
+// restrictedVolumes are the volume types that the restricted Pod Security
+// Standard allows.
+var restrictedVolumes = []string{"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+
+// checkRestricted checks a pod against the restricted Pod Security
+// Standard (kubernetes.io/docs/concepts/security/pod-security-standards),
+// field by field, as the admission controller does: no host namespaces,
+// ports or volumes; a non-root user, at the pod's level or every
+// container's; seccomp's RuntimeDefault (or a Localhost profile), likewise;
+// and for every container no privilege, no privilege escalation, every
+// capability dropped (NET_BIND_SERVICE alone may be added back). It also
+// wants the read-only root file system that the README promises.
+func checkRestricted(pod k8sPodSpec) error {
+	if pod.HostNetwork || pod.HostPID || pod.HostIPC {
+		return errors.New("hostNetwork, hostPID and hostIPC must be false")
+	}
+	for _, v := range pod.Volumes {
+		allowed := false
+		for k := range v {
+			allowed = allowed || slices.Contains(restrictedVolumes, k)
+		}
+		if !allowed {
+			return fmt.Errorf("volume %v: want one of the types %v", v["name"], restrictedVolumes)
+		}
+	}
+	psc := pod.SecurityContext
+	if psc == nil {
+		psc = &k8sPodSecurityContext{}
+	}
+	if psc.RunAsUser != nil && *psc.RunAsUser == 0 {
+		return errors.New("securityContext.runAsUser is 0, root")
+	}
+	if psc.RunAsNonRoot != nil && !*psc.RunAsNonRoot {
+		return errors.New("securityContext.runAsNonRoot is false")
+	}
+	if err := checkSeccomp("securityContext", psc.SeccompProfile); err != nil {
+		return err
+	}
+	for _, c := range slices.Concat(pod.InitContainers, pod.Containers) {
+		sc := c.SecurityContext
+		if sc == nil {
+			sc = &k8sSecurityContext{}
+		}
+		where := "container " + c.Name + ": securityContext"
+		for _, p := range c.Ports {
+			if p.HostPort != 0 {
+				return fmt.Errorf("container %s: hostPort %d", c.Name, p.HostPort)
+			}
+		}
+		switch {
+		case sc.Privileged != nil && *sc.Privileged:
+			return fmt.Errorf("%s.privileged is true", where)
+		case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+			return fmt.Errorf("%s.allowPrivilegeEscalation must be false", where)
+		case sc.RunAsUser != nil && *sc.RunAsUser == 0:
+			return fmt.Errorf("%s.runAsUser is 0, root", where)
+		case sc.RunAsNonRoot != nil && !*sc.RunAsNonRoot:
+			return fmt.Errorf("%s.runAsNonRoot is false", where)
+		case sc.RunAsNonRoot == nil && psc.RunAsNonRoot == nil:
+			return fmt.Errorf("%s.runAsNonRoot: must be true, here or for the pod", where)
+		case sc.SeccompProfile == nil && psc.SeccompProfile == nil:
+			return fmt.Errorf("%s.seccompProfile: must be RuntimeDefault or Localhost, here or for the pod", where)
+		case sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL"):
+			return fmt.Errorf("%s.capabilities.drop must include ALL", where)
+		case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+			return fmt.Errorf("%s.readOnlyRootFilesystem must be true", where)
+		}
+		if err := checkSeccomp(where, sc.SeccompProfile); err != nil {
+			return err
+		}
+		for _, add := range sc.Capabilities.Add {
+			if add != "NET_BIND_SERVICE" {
+				return fmt.Errorf("%s.capabilities.add has %s: only NET_BIND_SERVICE may be added", where, add)
+			}
+		}
+	}
+	return nil
+}
+
+// checkSeccomp checks a seccomp profile, if set: RuntimeDefault or
+// Localhost.
+func checkSeccomp(where string, p *k8sSeccompProfile) error {
+	if p != nil && p.Type != "RuntimeDefault" && p.Type != "Localhost" {
+		return fmt.Errorf("%s.seccompProfile.type is %q, want RuntimeDefault or Localhost", where, p.Type)
+	}
+	return nil
 }
 
 func checkPod(pod k8sPodSpec) (time.Duration, error) {
@@ -164,7 +405,8 @@ func checkPod(pod k8sPodSpec) (time.Duration, error) {
 	if len(c.Command) > 0 {
 		args = append(append([]string(nil), c.Command[1:]...), c.Args...)
 	}
-	budget, cfg, err := drainBudget(args)
+	// No systemd in a pod: NOTIFY_SOCKET is not set.
+	budget, cfg, err := drainBudget(args, false)
 	if err != nil {
 		return 0, fmt.Errorf("container %s: %w", c.Name, err)
 	}
@@ -188,6 +430,14 @@ func checkPod(pod k8sPodSpec) (time.Duration, error) {
 	}
 	if c.ReadinessProbe.GRPC.Port != port {
 		return 0, fmt.Errorf("container %s: the readiness probe asks port %d, the server listens on %s", c.Name, c.ReadinessProbe.GRPC.Port, cfg.Addr)
+	}
+	// Kubernetes' defaults: a timeout of 1s, 3 failures.
+	timeout, failures := max(c.ReadinessProbe.TimeoutSeconds, 1), c.ReadinessProbe.FailureThreshold
+	if failures == 0 {
+		failures = 3
+	}
+	if timeout < 2 || failures < 2 {
+		return 0, fmt.Errorf("container %s: the readiness probe's timeoutSeconds is %d and failureThreshold %d: want 2 or more of each, so that one slow answer does not take the pod out of its Service", c.Name, timeout, failures)
 	}
 	exposed := false
 	for _, p := range c.Ports {
@@ -321,7 +571,12 @@ func checkSystemd(unit []byte) (time.Duration, error) {
 		return 0, errors.New("no ExecStart")
 	}
 	args := strings.Fields(strings.TrimLeft(exec, "-@:+!"))
-	budget, _, err := drainBudget(args[1:])
+	// systemd sets NOTIFY_SOCKET for services of Type=notify or
+	// notify-reload, and for those with a NotifyAccess other than none.
+	typ, _ := u.last("Service", "Type")
+	access, _ := u.last("Service", "NotifyAccess")
+	notify := typ == "notify" || typ == "notify-reload" || access != "" && access != "none"
+	budget, _, err := drainBudget(args[1:], notify)
 	if err != nil {
 		return 0, fmt.Errorf("ExecStart: %w", err)
 	}
@@ -416,20 +671,25 @@ func TestCheckKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("checkKubernetes(%s) = %v", kubernetesManifest, err)
 	}
-	const shippedGrace = "terminationGracePeriodSeconds: 40"
+	const shippedGrace = "terminationGracePeriodSeconds: 35"
 	grace := func(s int64) string { return fmt.Sprintf("terminationGracePeriodSeconds: %d", s) }
 	enough := seconds(budget + minMargin)
+	const (
+		podSeccomp       = "        seccompProfile:\n          type: RuntimeDefault\n"
+		containerSeccomp = "            seccompProfile:\n              type: RuntimeDefault\n"
+	)
 	for _, tt := range []struct {
-		name     string
-		old, new string
-		wantErr  string // "" for none
+		name       string
+		old, new   string
+		old2, new2 string // a second edit, if old2 is not ""
+		wantErr    string // "" for none
 	}{
 		{name: "as shipped"},
 		{name: "grace period of the pod below the budget", old: shippedGrace, new: grace(seconds(budget) - 1), wantErr: fmt.Sprintf("terminationGracePeriodSeconds is %ds", seconds(budget)-1)},
 		{name: "grace period of the pod within the margin", old: shippedGrace, new: grace(enough - 1), wantErr: "margin must be at least 5s"},
 		{name: "grace period of the pod just enough", old: shippedGrace, new: grace(enough)},
 		{name: "grace period of the pod unset", old: shippedGrace, new: "", wantErr: "unset"},
-		{name: "drain grace period raised", old: "-grace=20s", new: "-grace=40s", wantErr: "the drain may take"},
+		{name: "drain grace period raised", old: "-grace=15s", new: "-grace=40s", wantErr: "the drain may take"},
 		{name: "readiness delay missing", old: "- -readiness-delay=5s", new: "", wantErr: "no -readiness-delay"},
 		{name: "readiness delay zero", old: "-readiness-delay=5s", new: "-readiness-delay=0s", wantErr: "-readiness-delay is 0s"},
 		{name: "negative duration", old: "-force-wait=1s", new: "-force-wait=-1s", wantErr: "-force-wait -1s: negative duration"},
@@ -439,11 +699,49 @@ func TestCheckKubernetes(t *testing.T) {
 		{name: "no gRPC readiness probe", old: "grpc:\n              port: 50051", new: "tcpSocket:\n              port: 50051", wantErr: "no native gRPC readiness probe"},
 		{name: "no server container", old: "- name: server", new: "- name: app", wantErr: `no container named "server"`},
 		{name: "no Deployment", old: "kind: Deployment", new: "kind: StatefulSet", wantErr: "no Deployment"},
+
+		// The readiness probe tolerates one slow answer.
+		{name: "probe timeout 1s", old: "timeoutSeconds: 2", new: "timeoutSeconds: 1", wantErr: "timeoutSeconds is 1"},
+		{name: "probe timeout unset", old: "timeoutSeconds: 2", new: "", wantErr: "timeoutSeconds is 1"},
+		{name: "probe fails at once", old: "failureThreshold: 2", new: "failureThreshold: 1", wantErr: "failureThreshold 1"},
+		{name: "probe failure threshold unset", old: "failureThreshold: 2", new: ""},
+
+		// The restricted Pod Security Standard, field by field.
+		{name: "seccomp profile for the container only", old: podSeccomp, new: ""},
+		{name: "seccomp profile for the pod only", old: containerSeccomp, new: ""},
+		{name: "no seccomp profile", old: podSeccomp, new: "", old2: containerSeccomp, wantErr: "container server: securityContext.seccompProfile: must be RuntimeDefault or Localhost"},
+		{name: "seccomp unconfined", old: "seccompProfile:\n          type: RuntimeDefault", new: "seccompProfile:\n          type: Unconfined", wantErr: `securityContext.seccompProfile.type is "Unconfined"`},
+		{name: "container seccomp unconfined", old: "seccompProfile:\n              type: RuntimeDefault", new: "seccompProfile:\n              type: Unconfined", wantErr: `container server: securityContext.seccompProfile.type is "Unconfined"`},
+		{name: "pod may run as root", old: "runAsNonRoot: true\n        runAsUser", new: "runAsNonRoot: false\n        runAsUser", wantErr: "securityContext.runAsNonRoot is false"},
+		{name: "container may run as root", old: "runAsNonRoot: true\n            allowPrivilegeEscalation", new: "runAsNonRoot: false\n            allowPrivilegeEscalation", wantErr: "container server: securityContext.runAsNonRoot is false"},
+		{name: "root user", old: "runAsUser: 65532", new: "runAsUser: 0", wantErr: "runAsUser is 0"},
+		{name: "privilege escalation", old: "allowPrivilegeEscalation: false", new: "allowPrivilegeEscalation: true", wantErr: "allowPrivilegeEscalation must be false"},
+		{name: "privilege escalation unset", old: "            allowPrivilegeEscalation: false\n", new: "", wantErr: "allowPrivilegeEscalation must be false"},
+		{name: "privileged", old: "allowPrivilegeEscalation: false", new: "allowPrivilegeEscalation: false\n            privileged: true", wantErr: "privileged is true"},
+		{name: "capabilities kept", old: `drop: ["ALL"]`, new: `drop: ["NET_RAW"]`, wantErr: "capabilities.drop must include ALL"},
+		{name: "capability added", old: `drop: ["ALL"]`, new: `drop: ["ALL"]` + "\n              " + `add: ["SYS_ADMIN"]`, wantErr: "only NET_BIND_SERVICE"},
+		{name: "NET_BIND_SERVICE added", old: `drop: ["ALL"]`, new: `drop: ["ALL"]` + "\n              " + `add: ["NET_BIND_SERVICE"]`},
+		{name: "writable root file system", old: "readOnlyRootFilesystem: true", new: "readOnlyRootFilesystem: false", wantErr: "readOnlyRootFilesystem must be true"},
+		{name: "host network", old: "automountServiceAccountToken: false", new: "automountServiceAccountToken: false\n      hostNetwork: true", wantErr: "hostNetwork"},
+		{name: "host port", old: "containerPort: 50051", new: "containerPort: 50051\n              hostPort: 50051", wantErr: "hostPort 50051"},
+		{name: "hostPath volume", old: "emptyDir: {}", new: "hostPath:\n            path: /data", wantErr: "volume data"},
+
+		// Availability through evictions and the loss of a node.
+		{name: "one replica", old: "replicas: 2", new: "replicas: 1", wantErr: "1 replica(s)"},
+		{name: "no PodDisruptionBudget", old: "kind: PodDisruptionBudget", new: "kind: ConfigMap", wantErr: "no PodDisruptionBudget"},
+		{name: "PodDisruptionBudget blocks evictions", old: "minAvailable: 1", new: "minAvailable: 2", wantErr: "minAvailable 2 with 2 replicas"},
+		{name: "PodDisruptionBudget allows every eviction", old: "minAvailable: 1", new: "minAvailable: 0", wantErr: "minAvailable 0"},
+		{name: "PodDisruptionBudget by maxUnavailable", old: "minAvailable: 1", new: "maxUnavailable: 1"},
+		{name: "PodDisruptionBudget in percent", old: "minAvailable: 1", new: `minAvailable: "50%"`},
+		{name: "no topology spread", old: "topologyKey: kubernetes.io/hostname", new: "topologyKey: topology.kubernetes.io/zone", wantErr: "no topologySpreadConstraints over kubernetes.io/hostname"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			manifest := shipped
 			if tt.old != "" {
-				manifest = edit(t, shipped, tt.old, tt.new)
+				manifest = edit(t, manifest, tt.old, tt.new)
+			}
+			if tt.old2 != "" {
+				manifest = edit(t, manifest, tt.old2, tt.new2)
 			}
 			_, err := checkKubernetes(manifest)
 			checkError(t, "checkKubernetes()", err, tt.wantErr)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -118,10 +119,15 @@ type builtImage struct {
 	data string   // the directory the server's user owns
 }
 
+// dockerStopTimeout is how long docker stop waits, by default, between its
+// SIGTERM and its SIGKILL.
+const dockerStopTimeout = 10 * time.Second
+
 // checkDockerfile checks that a Dockerfile builds the demo server in a
 // stage of its own, as a static binary, onto a small runtime image that
 // runs it as a non-root user, in exec form, with flags that the server
-// accepts and a database in a directory that user owns.
+// accepts, whose drain fits docker stop's default timeout with a margin,
+// and a database in a directory that user owns.
 func checkDockerfile(content []byte) (builtImage, error) {
 	var img builtImage
 	stages, err := parseDockerfile(content)
@@ -182,6 +188,14 @@ func checkDockerfile(content []byte) (builtImage, error) {
 	}
 	cfg, err := demoflags.Parse(img.cmd, io.Discard)
 	if err != nil {
+		return img, fmt.Errorf("the flags of ENTRYPOINT and CMD: %w", err)
+	}
+	// No NOTIFY_SOCKET in a container.
+	budget, _, err := drainBudget(img.cmd, false)
+	if err != nil {
+		return img, err
+	}
+	if err := checkLimit("docker stop's default timeout", dockerStopTimeout, budget); err != nil {
 		return img, fmt.Errorf("the flags of ENTRYPOINT and CMD: %w", err)
 	}
 	img.data = path.Dir(cfg.DB)
@@ -294,7 +308,10 @@ func TestCheckDockerfile(t *testing.T) {
 	}{
 		{name: "as shipped"},
 		{name: "shell-form entrypoint", old: `ENTRYPOINT ["/usr/local/bin/drainkit-demo"]`, new: `ENTRYPOINT /usr/local/bin/drainkit-demo`, wantErr: "shell form"},
-		{name: "shell-form command", old: `CMD ["-addr=0.0.0.0:50051", "-db=/data/demo.db", "-log=json"]`, new: `CMD -addr=0.0.0.0:50051`, wantErr: "CMD -addr=0.0.0.0:50051 is in shell form"},
+		{name: "shell-form command", old: `CMD ["-addr=0.0.0.0:50051", "-db=/data/demo.db", "-log=json", "-grace=2s", "-cancel-grace=500ms", "-force-wait=500ms"]`, new: `CMD -addr=0.0.0.0:50051`, wantErr: "CMD -addr=0.0.0.0:50051 is in shell form"},
+		{name: "default grace period", old: `, "-grace=2s"`, new: "", wantErr: "docker stop's default timeout is 10s: the drain may take 18s"},
+		{name: "drain beyond docker stop", old: `"-cancel-grace=500ms"`, new: `"-cancel-grace=3s"`, wantErr: "docker stop's default timeout is 10s: the drain may take 7.5s"},
+		{name: "readiness delay", old: `"-log=json"`, new: `"-log=json", "-readiness-delay=1s"`, wantErr: "the drain may take 6s"},
 		{name: "root user", old: "USER 65532:65532", new: "USER 0", wantErr: "would run as root"},
 		{name: "user by name", old: "USER 65532:65532", new: "USER nonroot", wantErr: "want a numeric user"},
 		{name: "no user", old: "USER 65532:65532", new: "", wantErr: "no USER"},
@@ -305,7 +322,7 @@ func TestCheckDockerfile(t *testing.T) {
 		{name: "runtime with a distribution", old: "gcr.io/distroless/static-debian13:nonroot", new: "debian:13", wantErr: "runtime image debian:13"},
 		{name: "runtime scratch", old: "gcr.io/distroless/static-debian13:nonroot", new: "scratch"},
 		{name: "bad flags", old: `"-log=json"`, new: `"-log=xml"`, wantErr: `-log "xml"`},
-		{name: "database elsewhere", old: "-db=/data/demo.db", new: "-db=/var/demo.db", wantErr: "-db /var/demo.db: no COPY --chown=65532"},
+		{name: "database elsewhere", old: `"-db=/data/demo.db"`, new: `"-db=/var/demo.db"`, wantErr: "-db /var/demo.db: no COPY --chown=65532"},
 		{name: "data owned by root", old: "--chown=65532:65532 /out/data", new: "/out/data", wantErr: "no COPY --chown=65532"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -382,5 +399,32 @@ func TestCheckImage(t *testing.T) {
 			}
 			checkError(t, "checkImage()", checkImage(r, m), tt.wantErr)
 		})
+	}
+}
+
+// dockerRunStopTimeout matches a docker run command with a stop timeout and
+// flags for the server on its continuation line.
+var dockerRunStopTimeout = regexp.MustCompile(`docker run .*--stop-timeout (\d+) .*drainkit-demo:dev \\\n[ #]*(.*)\n`)
+
+// TestDockerRunStopTimeout checks the docker run commands of the README and
+// the Dockerfile that give the server flags of their own: their stop
+// timeout must cover the drain of those flags with the margin.
+func TestDockerRunStopTimeout(t *testing.T) {
+	for _, file := range []string{rootREADME, dockerfilePath} {
+		m := dockerRunStopTimeout.FindSubmatch(readFile(t, file))
+		if m == nil {
+			t.Errorf("%s: no docker run --stop-timeout with flags of the server", file)
+			continue
+		}
+		seconds, _ := strconv.Atoi(string(m[1]))
+		args := strings.Fields(string(m[2]))
+		budget, _, err := drainBudget(args, false)
+		if err != nil {
+			t.Errorf("%s: %v", file, err)
+			continue
+		}
+		if err := checkLimit("docker run --stop-timeout", time.Duration(seconds)*time.Second, budget); err != nil {
+			t.Errorf("%s: %v", file, err)
+		}
 	}
 }

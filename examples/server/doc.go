@@ -12,7 +12,7 @@
 //	-addr             TCP address to listen on (default 127.0.0.1:50051; port 0 picks a free port)
 //	-db               SQLite database file (default demo.db, in the working directory)
 //	-readiness-delay  how long to keep serving once health reports NOT_SERVING (default 0s)
-//	-grace            how long to wait for in-flight RPCs after GOAWAY (default 20s)
+//	-grace            how long to wait for in-flight RPCs after GOAWAY (default 15s)
 //	-cancel-grace     how long to wait for cancelled handlers to return (default 3s)
 //	-force-wait       how long to wait for handlers after the forced stop (default 1s)
 //	-stubborn         make Sleep ignore its context, so that only a forced stop ends it
@@ -23,7 +23,9 @@
 //
 // Under systemd with a .socket unit (examples/systemd), it serves the socket
 // systemd passes, and -addr is not used; it notifies systemd (sd_notify)
-// that it serves, that it drains, and of each phase. On SIGHUP it upgrades
+// that it serves, that it drains, and of each phase. The drain's hook that
+// notifies systemd is registered only where NOTIFY_SOCKET is set, so that
+// elsewhere its timeout does not count in the drain's budget. On SIGHUP it upgrades
 // in place: it starts its successor (the binary at the same path, with the
 // same flags) with the listening socket, waits up to -upgrade-timeout for
 // it to serve, then drains; if the successor fails, it serves on. See

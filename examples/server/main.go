@@ -58,6 +58,7 @@ func run(args []string) int {
 	if err != nil {
 		return exitUsage
 	}
+	cfg.Notify = os.Getenv("NOTIFY_SOCKET") != ""
 	logger, err := newLogger(cfg.Log, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -109,12 +110,13 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgra
 		logger.ErrorContext(ctx, "handler panicked", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error")
 	})
-	opts := []grpc.ServerOption{
-		// The Tracker comes first, so that it sees every call, even one
-		// that a later interceptor ends.
-		grpc.ChainUnaryInterceptor(tracker.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(onPanic)),
-		grpc.ChainStreamInterceptor(tracker.StreamServerInterceptor(), recovery.StreamServerInterceptor(onPanic)),
-	}
+	// The Tracker's options come first: chains keep the order of their
+	// options, so the Tracker is the outermost interceptor and sees every
+	// call, even one that recovery ends.
+	opts := append(tracker.ServerOptions(),
+		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(onPanic)),
+		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(onPanic)),
+	)
 	opts = append(opts, keepaliveOptions(cfg.Grace)...)
 	opts = append(opts, tel.serverOptions...)
 	srv := grpc.NewServer(opts...)
@@ -132,10 +134,22 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgra
 	hooks = append(hooks, tel.flushHooks...)
 	hooks = append(hooks, stophook.Closer("sqlite", db))
 	hooks = append(hooks, tel.recordHooks...)
-	// Registered last, so that systemd hears of each phase first.
 	var d *drain.Drainer
 	notifier := newNotifier(&d)
-	hooks = append(hooks, upgrades.hook(notifier))
+	if cfg.Notify {
+		// Under systemd: registered last, so that systemd hears of each
+		// phase first. The hook also stops the Upgrader as the drain
+		// begins.
+		hooks = append(hooks, upgrades.hook(notifier))
+	} else {
+		// Elsewhere the notifier has no one to tell, and its hook would
+		// only add its timeout to the budget: the Upgrader is stopped at
+		// the first signal instead, as the drain begins. (A drain begun
+		// by an upgrade follows its success, which closed the Upgrader's
+		// copies of the socket.)
+		stop := context.AfterFunc(sigs.Context(), upgrades.u.Stop)
+		defer stop()
+	}
 	if len(hooks) != cfg.StopHooks() {
 		return fmt.Errorf("%d stop hooks, but demoflags.Config.StopHooks says %d", len(hooks), cfg.StopHooks())
 	}

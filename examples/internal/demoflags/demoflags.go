@@ -43,6 +43,11 @@ type Config struct {
 	// In-place upgrades on SIGHUP.
 	UpgradeTimeout time.Duration // -upgrade-timeout: upgrade.WithReadyTimeout
 	PIDFile        string        // -pid-file: upgrade.WithPIDFile, if not empty
+
+	// Notify is set, from the environment rather than a flag, when the
+	// server runs under systemd's supervision (NOTIFY_SOCKET is set): it
+	// then notifies systemd of its drain through one more stop hook.
+	Notify bool
 }
 
 // Default returns the configuration of a server started without flags.
@@ -50,7 +55,7 @@ func Default() Config {
 	return Config{
 		Addr:        "127.0.0.1:50051",
 		DB:          "demo.db",
-		Grace:       20 * time.Second,
+		Grace:       15 * time.Second,
 		CancelGrace: 3 * time.Second,
 		ForceWait:   time.Second,
 		Otel:        OtelNone,
@@ -172,15 +177,19 @@ func (c Config) Validate() error {
 }
 
 // StopHooks returns the number of stop hooks the server registers with its
-// drain: one that closes the store, one that notifies systemd (a no-op
-// outside systemd), and with -otel=stdout two more, one that records the
-// drain and one that flushes the telemetry. The drain's budget grows with
-// it, each hook call being bounded by the hook timeout.
+// drain: one that closes the store, with Notify one that notifies systemd,
+// and with -otel=stdout two more, one that records the drain and one that
+// flushes the telemetry. The drain's budget grows with it, each hook call
+// being bounded by the hook timeout.
 func (c Config) StopHooks() int {
-	if c.Otel == OtelStdout {
-		return 4
+	n := 1
+	if c.Notify {
+		n++
 	}
-	return 2
+	if c.Otel == OtelStdout {
+		n += 2
+	}
+	return n
 }
 
 // DrainOptions returns the options of the server's drain that its flags

@@ -167,18 +167,21 @@ func TestValidateLimit(t *testing.T) {
 
 func TestStopHooks(t *testing.T) {
 	for _, tt := range []struct {
-		name string
-		otel string
-		want int
+		name   string
+		otel   string
+		notify bool
+		want   int
 	}{
-		{name: "no telemetry", otel: demoflags.OtelNone, want: 2},
-		{name: "stdout telemetry", otel: demoflags.OtelStdout, want: 4},
+		{name: "no telemetry", otel: demoflags.OtelNone, want: 1},
+		{name: "stdout telemetry", otel: demoflags.OtelStdout, want: 3},
+		{name: "under systemd", otel: demoflags.OtelNone, notify: true, want: 2},
+		{name: "under systemd with stdout telemetry", otel: demoflags.OtelStdout, notify: true, want: 4},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := demoflags.Default()
-			c.Otel = tt.otel
+			c.Otel, c.Notify = tt.otel, tt.notify
 			if got := c.StopHooks(); got != tt.want {
-				t.Errorf("StopHooks() with -otel=%s = %d, want %d", tt.otel, got, tt.want)
+				t.Errorf("StopHooks() with -otel=%s, Notify %t = %d, want %d", tt.otel, tt.notify, got, tt.want)
 			}
 		})
 	}
