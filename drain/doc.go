@@ -46,19 +46,6 @@
 // on a second signal to Serve; hook calls running then see their context
 // end, and Report.Skipped says why.
 //
-// # Defaults and the budget
-//
-// The defaults are no readiness delay, a 15s grace period, a 3s cancel
-// grace, a 1s force wait and 2s per hook call: a budget of 19s, plus 2s per
-// hook. They are chosen for the common deployment, Kubernetes' default
-// terminationGracePeriodSeconds of 30 with the readiness delay of a few
-// seconds that a pod needs (WithReadinessDelay): with a 5s delay and one
-// hook (a database to close) the budget is 26s, with two hooks 28s, each
-// leaving a margin for the signal to arrive and the process to exit. A
-// grace period of 15s is long for a unary call and short enough for the
-// sum; a server with longer calls raises it and the pod's grace with it.
-// CheckBudget tells which setting overflows a limit.
-//
 // Hooks (package stophook) receive an event at the start of each phase that
 // runs: NotReady, Graceful, Cancel, Force and Cleanup. They run one at
 // a time, in reverse order of registration, on a goroutine of the drain's
@@ -79,6 +66,19 @@
 // Graceful and then for every tracked call to end, status written, before it
 // calls GracefulStop. A server that serves both its own listeners and
 // ServeHTTP therefore sends GOAWAY on its own listeners later than it could.
+//
+// # Defaults and the budget
+//
+// The defaults are no readiness delay, a 15s grace period, a 3s cancel
+// grace, a 1s force wait and 2s per hook call: a budget of 19s, plus 2s per
+// hook. They are chosen for the common deployment, Kubernetes' default
+// terminationGracePeriodSeconds of 30 with the readiness delay of a few
+// seconds that a pod needs (WithReadinessDelay): with a 5s delay and one
+// hook (a database to close) the budget is 26s, with two hooks 28s, each
+// leaving a margin for the signal to arrive and the process to exit. A
+// grace period of 15s is long for a unary call and short enough for the
+// sum; a server with longer calls raises it and the pod's grace with it.
+// CheckBudget tells which setting overflows a limit.
 //
 // # Signals
 //
@@ -107,6 +107,7 @@
 // Tracker does not see, typically streams on a server given the Tracker's
 // UnaryServerInterceptor without its StreamServerInterceptor. The record's
 // likely_cause says so and names Tracker.ServerOptions, which installs
-// both. (A client that never acknowledges GOAWAY has the same effect.) The
-// drain is not counted as forced, since it cut nothing it knew of.
+// both. (So does a client that never acknowledges GOAWAY, for the 5s that
+// grpc waits for its acknowledgement.) The drain is not counted as forced,
+// since it cut nothing it knew of.
 package drain
