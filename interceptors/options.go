@@ -30,6 +30,7 @@ type options struct {
 	streamTimeout  time.Duration            // 0: none
 	methodTimeout  map[string]time.Duration // overrides the others for one method
 	longLived      map[string]struct{}
+	maxStreamAge   time.Duration // 0: none
 }
 
 // WithDefaultTimeout gives every unary call that arrives without a deadline

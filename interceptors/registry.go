@@ -35,6 +35,10 @@ type call struct {
 	// the record, it is never recycled.
 	ss *serverStream
 
+	// ret retires a long-lived stream for its age or its connection's;
+	// nil for other calls, and when the Tracker retires none.
+	ret *retirement
+
 	timer  *time.Timer // enforces an injected deadline; kept across reuses
 	expire func()      // the timer's function, made once per record
 }

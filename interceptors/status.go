@@ -83,7 +83,12 @@ func refusedStatus(cause error) *status.Status {
 // handler was cancelled because the server is shutting down:
 // codes.Unavailable with the text of cause and an ErrorInfo whose handler
 // metadata is HandlerCancelled. A nil cause stands for ErrShuttingDown.
+// A stream retired for its age or its connection's gets the retirement's
+// own message and MetadataRetired instead (see WithMaxStreamAge).
 func cancelledStatus(cause error) *status.Status {
+	if st := retiredStatus(cause); st != nil {
+		return st
+	}
 	return shuttingDown(cause, cancelledDetails)
 }
 

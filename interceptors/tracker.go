@@ -53,6 +53,8 @@ type Tracker struct {
 
 	servedHTTP atomic.Bool // a call has arrived through ServeHTTP
 
+	watch ageWatch // the connections seen by Credentials; see age.go
+
 	shards [numShards]shard
 }
 
@@ -168,6 +170,26 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 	return n
 }
 
+// cancelOne cancels the running call c with cause, as CancelLongLived
+// does, unless its context has ended already.
+func (t *Tracker) cancelOne(c *call, cause error) {
+	s := c.shard
+	s.mu.Lock()
+	if c.Cancelled || c.ctx.Err() != nil {
+		s.mu.Unlock()
+		return
+	}
+	c.Cancelled, c.cause = true, cause
+	if c.ss != nil {
+		c.ss.cancel(cancelledStatus(cause))
+	}
+	c.cancel(cause)
+	s.mu.Unlock()
+	if c.ss != nil {
+		c.ss.endIfWaiting()
+	}
+}
+
 // each calls f on every running call, under the lock of its shard.
 func (t *Tracker) each(f func(*call)) {
 	for i := range t.shards {
@@ -213,6 +235,9 @@ func (t *Tracker) begin(ctx context.Context, method string, ss *serverStream) (*
 			hctx = &deadlineCtx{Context: c.ctx, deadline: c.Deadline}
 		}
 	}
+	if longLived && (t.o.maxStreamAge > 0 || t.watch.on.Load()) {
+		hctx = t.retire(c, ctx, hctx)
+	}
 	if stream {
 		ss.ctx, ss.serveHTTP = hctx, c.ServeHTTP
 		c.ss = ss
@@ -232,6 +257,9 @@ func (t *Tracker) begin(ctx context.Context, method string, ss *serverStream) (*
 	t.inFlight.Add(1)
 	s.push(c)
 	s.mu.Unlock()
+	if c.ret != nil {
+		c.ret.start()
+	}
 	return c, hctx, nil
 }
 
@@ -258,6 +286,9 @@ func (t *Tracker) end(c *call, err error) error {
 	s.remove(c)
 	cancelled, cause := c.Cancelled, c.cause
 	s.mu.Unlock()
+	if c.ret != nil {
+		c.ret.detach()
+	}
 	// cause is not compared with context.Cause: errors of some types
 	// cannot be compared with ==.
 	switch {

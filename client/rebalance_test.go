@@ -1,0 +1,205 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/drainkit/drainkit/client"
+	"github.com/drainkit/drainkit/examples/demopb"
+	"github.com/drainkit/drainkit/interceptors"
+)
+
+const (
+	// rebalanceStreams Watch streams are opened on the first of three
+	// backends, whose Trackers retire them after rebalanceAge.
+	rebalanceStreams = 30
+	rebalanceAge     = 300 * time.Millisecond
+	// rebalanceAfter is how long after the other backends are added the
+	// streams are counted; each backend must then hold rebalanceStreams/3
+	// give or take rebalanceSlack.
+	rebalanceAfter = 2500 * time.Millisecond
+	rebalanceSlack = 5
+	// maxGap is the longest a stream may go without a message, resumes
+	// included.
+	maxGap = time.Second
+)
+
+// A watcher is the client side of one resumable Watch: the longest time it
+// went without a message, and the error that ended it.
+type watcher struct {
+	mu     sync.Mutex
+	maxGap time.Duration
+	err    error
+}
+
+func TestMaxStreamAgeSpreadsStreamsOverNewBackends(t *testing.T) {
+	var backends []*backend
+	for i := range 3 {
+		backends = append(backends, startAgedBackend(t, fmt.Sprintf("b%d", i)))
+	}
+	r := manual.NewBuilderWithScheme("rebalance")
+	r.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: "b0"}}})
+	cc := dialBufconns(t, r, backends, client.DialOptions(
+		client.WithResume(watchMethod, func(req *demopb.WatchRequest, last *timestamppb.Timestamp) *demopb.WatchRequest {
+			return &demopb.WatchRequest{After: last}
+		}),
+	)...)
+	c := demopb.NewDemoClient(cc)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	watchers := make([]*watcher, rebalanceStreams)
+	first := make(chan struct{}, rebalanceStreams)
+	for i := range watchers {
+		w := &watcher{}
+		watchers[i] = w
+		stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
+		if err != nil {
+			t.Fatalf("Watch() = %v", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			last := time.Now()
+			for n := 0; ; n++ {
+				_, err := stream.Recv()
+				now := time.Now()
+				w.mu.Lock()
+				if err != nil {
+					w.err = err
+					w.mu.Unlock()
+					return
+				}
+				w.maxGap = max(w.maxGap, now.Sub(last))
+				w.mu.Unlock()
+				last = now
+				if n == 0 {
+					first <- struct{}{}
+				}
+			}
+		}()
+	}
+	for range rebalanceStreams {
+		receive(t, first, "first message of a Watch")
+	}
+	if n := watching(backends[0]); n != rebalanceStreams {
+		t.Fatalf("b0 holds %d Watch streams before the others are added, want %d", n, rebalanceStreams)
+	}
+
+	r.UpdateState(resolver.State{Addresses: []resolver.Address{{Addr: "b0"}, {Addr: "b1"}, {Addr: "b2"}}})
+	// Not a synchronisation: the streams are counted after the time the
+	// requirement gives them to spread.
+	time.Sleep(rebalanceAfter)
+	counts := make([]int, len(backends))
+	total := 0
+	for i, b := range backends {
+		counts[i] = watching(b)
+		total += counts[i]
+	}
+	cancel()
+	wg.Wait()
+
+	want := rebalanceStreams / len(backends)
+	for i, n := range counts {
+		if n < want-rebalanceSlack || n > want+rebalanceSlack {
+			t.Errorf("backend b%d holds %d Watch streams after %v (all: %v), want %d±%d", i, n, rebalanceAfter, counts, want, rebalanceSlack)
+		}
+	}
+	// A stream being resumed at the moment of counting is on no backend.
+	if total < rebalanceStreams-rebalanceSlack || total > rebalanceStreams {
+		t.Errorf("backends hold %d Watch streams in all (%v), want %d", total, counts, rebalanceStreams)
+	}
+	retired := 0
+	for _, b := range backends {
+		retired += b.svc.count(watchMethod)
+	}
+	// Each stream lives about rebalanceAge: with no retirement the
+	// handlers would have run rebalanceStreams times in all.
+	if minRuns := rebalanceStreams * int(rebalanceAfter/rebalanceAge) / 2; retired < minRuns {
+		t.Errorf("Watch handlers ran %d times, want at least %d: streams were not retired", retired, minRuns)
+	}
+	for i, w := range watchers {
+		if status.Code(w.err) != codes.Canceled {
+			t.Errorf("Watch %d ended with %v, want only the caller's cancellation", i, w.err)
+		}
+		if w.maxGap > maxGap {
+			t.Errorf("Watch %d went %v without a message, want at most %v", i, w.maxGap, maxGap)
+		}
+	}
+}
+
+// startAgedBackend starts a backend whose Tracker retires Watch streams
+// after rebalanceAge, over bufconn.
+func startAgedBackend(t *testing.T, name string) *backend {
+	t.Helper()
+	tr := interceptors.NewTracker(interceptors.WithLongLived(watchMethod, chatMethod), interceptors.WithMaxStreamAge(rebalanceAge))
+	b := &backend{
+		name:    name,
+		tracker: tr,
+		lis:     bufconn.Listen(1 << 20),
+		svc:     &service{name: name, started: make(chan string, 16), runs: map[string]int{}},
+		srv:     grpc.NewServer(tr.ServerOptions()...),
+	}
+	demopb.RegisterDemoServer(b.srv, b.svc)
+	served := make(chan error, 1)
+	go func() { served <- b.srv.Serve(b.lis) }()
+	t.Cleanup(func() {
+		b.srv.Stop()
+		<-served
+	})
+	return b
+}
+
+// dialBufconns returns a ClientConn to the backends named by r's
+// addresses, balanced round-robin, with opts; it is closed at the end of
+// the test.
+func dialBufconns(t *testing.T, r *manual.Resolver, backends []*backend, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	byAddr := map[string]*backend{}
+	for _, b := range backends {
+		byAddr[b.name] = b
+	}
+	cc, err := grpc.NewClient(r.Scheme()+":///test", append([]grpc.DialOption{
+		grpc.WithResolvers(r),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			b, ok := byAddr[addr]
+			if !ok {
+				return nil, errors.New("no backend " + addr)
+			}
+			return b.lis.DialContext(ctx)
+		}),
+	}, opts...)...)
+	if err != nil {
+		t.Fatalf("grpc.NewClient() = %v", err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// watching returns the number of Watch handlers running on b.
+func watching(b *backend) int {
+	n := 0
+	for _, c := range b.tracker.Calls() {
+		if c.Method == watchMethod {
+			n++
+		}
+	}
+	return n
+}
