@@ -87,7 +87,7 @@ func retirementStatus(cause error) *status.Status {
 	default:
 		return nil
 	}
-	info := errorInfo(HandlerCancelled)
+	info := errorInfo(ReasonShuttingDown, HandlerCancelled)
 	info.Metadata[MetadataRetired] = why
 	return status.FromProto(&spb.Status{Code: int32(codes.Unavailable), Message: cause.Error(), Details: mustDetails(info)})
 }

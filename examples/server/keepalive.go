@@ -13,10 +13,12 @@ import (
 // that the renewal of a connection treats RPCs as a drain does. With
 // -grace=0 the renewal keeps the package's default grace instead: a drain
 // that cuts every RPC at once is a choice for the end of a process, not for
-// every connection every few minutes.
-func keepaliveOptions(grace time.Duration) []grpc.ServerOption {
-	if grace <= 0 {
-		return keepalive.ServerOptions()
+// every connection every few minutes. maxAge is the connection's
+// MaxConnectionAge (-max-connection-age); 0 is never.
+func keepaliveOptions(grace, maxAge time.Duration) []grpc.ServerOption {
+	opts := []keepalive.Option{keepalive.WithMaxConnectionAge(maxAge)}
+	if grace > 0 {
+		opts = append(opts, keepalive.WithGracePeriod(grace))
 	}
-	return keepalive.ServerOptions(keepalive.WithGracePeriod(grace))
+	return keepalive.ServerOptions(opts...)
 }

@@ -14,7 +14,7 @@ func TestKeepaliveOptions(t *testing.T) {
 		{name: "no grace period", grace: 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := len(keepaliveOptions(tt.grace)); got != 2 {
+			if got := len(keepaliveOptions(tt.grace, time.Minute)); got != 2 {
 				t.Errorf("keepaliveOptions(%v) returned %d options, want 2: the parameters and the enforcement policy", tt.grace, got)
 			}
 		})

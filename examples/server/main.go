@@ -16,6 +16,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -100,7 +101,10 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgra
 	// no-op, for the paths that return before a drain.
 	defer db.Close()
 
-	tracker := interceptors.NewTracker(interceptors.WithLongLived(demopb.Demo_Watch_FullMethodName, demopb.Demo_Chat_FullMethodName))
+	tracker := interceptors.NewTracker(
+		interceptors.WithLongLived(demopb.Demo_Watch_FullMethodName, demopb.Demo_Chat_FullMethodName),
+		interceptors.WithMaxStreamAge(cfg.MaxStreamAge),
+	)
 	tel, err := newTelemetry(cfg.Otel, os.Stdout)
 	if err != nil {
 		return err
@@ -117,7 +121,10 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgra
 		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(onPanic)),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(onPanic)),
 	)
-	opts = append(opts, keepaliveOptions(cfg.Grace)...)
+	opts = append(opts, keepaliveOptions(cfg.Grace, cfg.MaxConnectionAge)...)
+	// The Tracker reads what grpc writes on each connection, to end its
+	// long-lived streams as soon as grpc renews it for its age.
+	opts = append(opts, grpc.Creds(tracker.Credentials(insecure.NewCredentials())))
 	opts = append(opts, tel.serverOptions...)
 	srv := grpc.NewServer(opts...)
 

@@ -36,9 +36,13 @@ type Config struct {
 	Grace          time.Duration // -grace: drain.WithGracePeriod
 	CancelGrace    time.Duration // -cancel-grace: drain.WithCancelGrace
 	ForceWait      time.Duration // -force-wait: drain.WithForceWait
-	Stubborn       bool          // -stubborn: Sleep ignores its context
-	Otel           string        // -otel: OtelNone or OtelStdout
-	Log            string        // -log: LogText or LogJSON
+
+	// Rebalancing long-lived streams.
+	MaxConnectionAge time.Duration // -max-connection-age: keepalive.WithMaxConnectionAge; 0 is off
+	MaxStreamAge     time.Duration // -max-stream-age: interceptors.WithMaxStreamAge; 0 is off
+	Stubborn         bool          // -stubborn: Sleep ignores its context
+	Otel             string        // -otel: OtelNone or OtelStdout
+	Log              string        // -log: LogText or LogJSON
 
 	// In-place upgrades on SIGHUP.
 	UpgradeTimeout time.Duration // -upgrade-timeout: upgrade.WithReadyTimeout
@@ -58,8 +62,10 @@ func Default() Config {
 		Grace:       15 * time.Second,
 		CancelGrace: 3 * time.Second,
 		ForceWait:   time.Second,
-		Otel:        OtelNone,
-		Log:         LogText,
+
+		MaxConnectionAge: 5 * time.Minute, // package keepalive's
+		Otel:             OtelNone,
+		Log:              LogText,
 
 		UpgradeTimeout: 30 * time.Second,
 	}
@@ -88,6 +94,8 @@ func ParseCommandLine(args []string, stdout, stderr io.Writer) (Config, error) {
 	fs.Var(&durationValue{&c.Grace}, "grace", "`duration` to wait, after GOAWAY, for in-flight RPCs to finish")
 	fs.Var(&durationValue{&c.CancelGrace}, "cancel-grace", "`duration` to wait for handlers to return after cancelling them")
 	fs.Var(&durationValue{&c.ForceWait}, "force-wait", "`duration` to wait for handlers after the forced stop before reporting them as leaked")
+	fs.Var(&durationValue{&c.MaxConnectionAge}, "max-connection-age", "`duration` after which grpc renews a connection with GOAWAY (±10%); its long-lived streams then end at once, resumable; 0 is never")
+	fs.Var(&durationValue{&c.MaxStreamAge}, "max-stream-age", "`duration` after which a long-lived stream (Watch, Chat) ends, resumable (±10%); 0 is never")
 	fs.BoolVar(&c.Stubborn, "stubborn", c.Stubborn, "make Sleep ignore its context, so that only a forced stop ends it")
 	fs.StringVar(&c.Otel, "otel", c.Otel, "telemetry: \"none\", or \"stdout\" for spans and metrics as JSON on standard output")
 	fs.Var(&durationValue{&c.UpgradeTimeout}, "upgrade-timeout", "`duration` to wait, on SIGHUP, for the successor to serve before giving up the upgrade")
@@ -153,6 +161,8 @@ func (c Config) Validate() error {
 		{"-grace", c.Grace},
 		{"-cancel-grace", c.CancelGrace},
 		{"-force-wait", c.ForceWait},
+		{"-max-connection-age", c.MaxConnectionAge},
+		{"-max-stream-age", c.MaxStreamAge},
 	} {
 		if f.d < 0 {
 			return fmt.Errorf("%s %v: negative duration", f.name, f.d)

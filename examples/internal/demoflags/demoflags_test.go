@@ -25,12 +25,13 @@ func TestParse(t *testing.T) {
 		{name: "defaults", want: func(*demoflags.Config) {}},
 		{
 			name: "every flag",
-			args: []string{"-addr=0.0.0.0:8080", "-db", "/tmp/x.db", "-readiness-delay=5s", "-grace=1m", "-cancel-grace=2s", "-force-wait=0", "-stubborn", "-otel=stdout", "-log=json", "-upgrade-timeout=5s", "-pid-file=/run/demo.pid"},
+			args: []string{"-addr=0.0.0.0:8080", "-db", "/tmp/x.db", "-readiness-delay=5s", "-grace=1m", "-cancel-grace=2s", "-force-wait=0", "-stubborn", "-otel=stdout", "-log=json", "-upgrade-timeout=5s", "-pid-file=/run/demo.pid", "-max-connection-age=2s", "-max-stream-age=30s"},
 			want: func(c *demoflags.Config) {
 				*c = demoflags.Config{
 					Addr: "0.0.0.0:8080", DB: "/tmp/x.db", ReadinessDelay: 5 * time.Second, Grace: time.Minute,
 					CancelGrace: 2 * time.Second, Stubborn: true, Otel: demoflags.OtelStdout, Log: demoflags.LogJSON,
 					UpgradeTimeout: 5 * time.Second, PIDFile: "/run/demo.pid",
+					MaxConnectionAge: 2 * time.Second, MaxStreamAge: 30 * time.Second,
 				}
 			},
 		},
@@ -39,6 +40,7 @@ func TestParse(t *testing.T) {
 		{name: "text logs", args: []string{"-log", "text"}, want: func(c *demoflags.Config) { c.Log = demoflags.LogText }},
 		{name: "bare zero", args: []string{"-readiness-delay", "0"}, want: func(c *demoflags.Config) { c.ReadinessDelay = 0 }},
 		{name: "at the limit", args: []string{"-grace", "1h"}, want: func(c *demoflags.Config) { c.Grace = demoflags.MaxDuration }},
+		{name: "connection age off", args: []string{"-max-connection-age=0"}, want: func(c *demoflags.Config) { c.MaxConnectionAge = 0 }},
 		{name: "compound duration", args: []string{"-grace", "1m30s"}, want: func(c *demoflags.Config) { c.Grace = 90 * time.Second }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,6 +78,9 @@ func TestParseErrors(t *testing.T) {
 		{name: "negative grace", args: []string{"-grace=-1s"}, wantErr: "-grace -1s: negative duration"},
 		{name: "negative cancel grace", args: []string{"-cancel-grace=-1ms"}, wantErr: "-cancel-grace -1ms: negative duration"},
 		{name: "negative force wait", args: []string{"-force-wait=-2s"}, wantErr: "-force-wait -2s: negative duration"},
+		{name: "negative connection age", args: []string{"-max-connection-age=-1s"}, wantErr: "-max-connection-age -1s: negative duration"},
+		{name: "negative stream age", args: []string{"-max-stream-age=-1s"}, wantErr: "-max-stream-age -1s: negative duration"},
+		{name: "stream age above the limit", args: []string{"-max-stream-age=2h"}, wantErr: "-max-stream-age 2h0m0s: above the limit of 1h"},
 		{name: "malformed duration", args: []string{"-grace=soon"}, wantErr: `invalid value "soon" for flag -grace: not a duration, want a number and a unit, e.g. 500ms, 10s or 1m30s, at most 1h`},
 		{name: "duration without a unit", args: []string{"-readiness-delay", "10"}, wantErr: `invalid value "10" for flag -readiness-delay: missing unit, want e.g. 10s`},
 		{name: "fraction without a unit", args: []string{"-grace=1.5"}, wantErr: "missing unit, want e.g. 1.5s"},
