@@ -30,6 +30,7 @@ type balancer struct {
 	next     int               // guarded by mu
 	conns    map[string]int    // connections proxied to each backend; guarded by mu
 	refused  map[string]int    // connections a backend refused; guarded by mu
+	ended    map[string]int    // proxied connections to each backend since closed; guarded by mu
 	open     map[net.Conn]bool // guarded by mu
 	timers   []*time.Timer     // guarded by mu
 	closed   bool              // guarded by mu
@@ -50,6 +51,7 @@ func newBalancer(t *testing.T, delay time.Duration, backends ...string) *balance
 		backends: slices.Clone(backends),
 		conns:    make(map[string]int),
 		refused:  make(map[string]int),
+		ended:    make(map[string]int),
 		open:     make(map[net.Conn]bool),
 	}
 	b.wg.Add(1)
@@ -89,6 +91,17 @@ func (b *balancer) stats() (conns, refused map[string]int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return maps.Clone(b.conns), maps.Clone(b.refused)
+}
+
+// live returns the proxied connections open to each backend.
+func (b *balancer) live() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	live := make(map[string]int, len(b.conns))
+	for backend, n := range b.conns {
+		live[backend] = n - b.ended[backend]
+	}
+	return live
 }
 
 func (b *balancer) serve() {
@@ -133,6 +146,11 @@ func (b *balancer) proxy(c net.Conn, backend string) {
 	b.open[bc] = true
 	b.mu.Unlock()
 	defer b.forget(bc)
+	defer func() {
+		b.mu.Lock()
+		b.ended[backend]++
+		b.mu.Unlock()
+	}()
 
 	// When either side ends, both are closed, which ends the other copy.
 	done := make(chan struct{}, 2)

@@ -122,9 +122,11 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgra
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(onPanic)),
 	)
 	opts = append(opts, keepaliveOptions(cfg.Grace, cfg.MaxConnectionAge)...)
-	// The Tracker reads what grpc writes on each connection, to end its
-	// long-lived streams as soon as grpc renews it for its age.
-	opts = append(opts, grpc.Creds(tracker.Credentials(insecure.NewCredentials())))
+	if cfg.RetireAgedStreams {
+		// The Tracker reads what grpc writes on each connection, to end
+		// its long-lived streams as soon as grpc renews it for its age.
+		opts = append(opts, grpc.Creds(tracker.Credentials(insecure.NewCredentials())))
+	}
 	opts = append(opts, tel.serverOptions...)
 	srv := grpc.NewServer(opts...)
 

@@ -40,9 +40,13 @@ type Config struct {
 	// Rebalancing long-lived streams.
 	MaxConnectionAge time.Duration // -max-connection-age: keepalive.WithMaxConnectionAge; 0 is off
 	MaxStreamAge     time.Duration // -max-stream-age: interceptors.WithMaxStreamAge; 0 is off
-	Stubborn         bool          // -stubborn: Sleep ignores its context
-	Otel             string        // -otel: OtelNone or OtelStdout
-	Log              string        // -log: LogText or LogJSON
+	// -retire-aged-streams: end the long-lived streams of a connection
+	// renewed for its age at once (interceptors.Tracker.Credentials); off,
+	// grpc cuts them at the end of the grace, as without drainkit.
+	RetireAgedStreams bool
+	Stubborn          bool   // -stubborn: Sleep ignores its context
+	Otel              string // -otel: OtelNone or OtelStdout
+	Log               string // -log: LogText or LogJSON
 
 	// In-place upgrades on SIGHUP.
 	UpgradeTimeout time.Duration // -upgrade-timeout: upgrade.WithReadyTimeout
@@ -63,9 +67,10 @@ func Default() Config {
 		CancelGrace: 3 * time.Second,
 		ForceWait:   time.Second,
 
-		MaxConnectionAge: 5 * time.Minute, // package keepalive's
-		Otel:             OtelNone,
-		Log:              LogText,
+		MaxConnectionAge:  5 * time.Minute, // package keepalive's
+		RetireAgedStreams: true,
+		Otel:              OtelNone,
+		Log:               LogText,
 
 		UpgradeTimeout: 30 * time.Second,
 	}
@@ -96,6 +101,7 @@ func ParseCommandLine(args []string, stdout, stderr io.Writer) (Config, error) {
 	fs.Var(&durationValue{&c.ForceWait}, "force-wait", "`duration` to wait for handlers after the forced stop before reporting them as leaked")
 	fs.Var(&durationValue{&c.MaxConnectionAge}, "max-connection-age", "`duration` after which grpc renews a connection with GOAWAY (±10%); its long-lived streams then end at once, resumable; 0 is never")
 	fs.Var(&durationValue{&c.MaxStreamAge}, "max-stream-age", "`duration` after which a long-lived stream (Watch, Chat) ends, resumable (±10%); 0 is never")
+	fs.BoolVar(&c.RetireAgedStreams, "retire-aged-streams", c.RetireAgedStreams, "end the long-lived streams of a connection renewed for its age at once, resumable; false leaves grpc to cut them at the end of -grace")
 	fs.BoolVar(&c.Stubborn, "stubborn", c.Stubborn, "make Sleep ignore its context, so that only a forced stop ends it")
 	fs.StringVar(&c.Otel, "otel", c.Otel, "telemetry: \"none\", or \"stdout\" for spans and metrics as JSON on standard output")
 	fs.Var(&durationValue{&c.UpgradeTimeout}, "upgrade-timeout", "`duration` to wait, on SIGHUP, for the successor to serve before giving up the upgrade")

@@ -25,7 +25,7 @@ func TestParse(t *testing.T) {
 		{name: "defaults", want: func(*demoflags.Config) {}},
 		{
 			name: "every flag",
-			args: []string{"-addr=0.0.0.0:8080", "-db", "/tmp/x.db", "-readiness-delay=5s", "-grace=1m", "-cancel-grace=2s", "-force-wait=0", "-stubborn", "-otel=stdout", "-log=json", "-upgrade-timeout=5s", "-pid-file=/run/demo.pid", "-max-connection-age=2s", "-max-stream-age=30s"},
+			args: []string{"-addr=0.0.0.0:8080", "-db", "/tmp/x.db", "-readiness-delay=5s", "-grace=1m", "-cancel-grace=2s", "-force-wait=0", "-stubborn", "-otel=stdout", "-log=json", "-upgrade-timeout=5s", "-pid-file=/run/demo.pid", "-max-connection-age=2s", "-max-stream-age=30s", "-retire-aged-streams=false"},
 			want: func(c *demoflags.Config) {
 				*c = demoflags.Config{
 					Addr: "0.0.0.0:8080", DB: "/tmp/x.db", ReadinessDelay: 5 * time.Second, Grace: time.Minute,
