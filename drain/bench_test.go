@@ -28,6 +28,7 @@ import (
 type benchServer struct {
 	srv    *grpc.Server
 	tr     *interceptors.Tracker
+	hs     *health.Server
 	served <-chan error
 	conns  []*grpc.ClientConn
 }
@@ -37,9 +38,10 @@ type benchServer struct {
 func benchStartServer(tb testing.TB, svc testgrpc.TestServiceServer, conns int) *benchServer {
 	tb.Helper()
 	tr := interceptors.NewTracker()
-	srv := serveNewServer(tr, svc, health.NewServer())
+	hs := health.NewServer()
+	srv := serveNewServer(tr, svc, hs)
 	lis := bufconn.Listen(1 << 16)
-	s := &benchServer{srv: srv, tr: tr, served: serveStart(srv, lis)}
+	s := &benchServer{srv: srv, tr: tr, hs: hs, served: serveStart(srv, lis)}
 	for range conns {
 		s.conns = append(s.conns, serveDialBuf(tb, lis))
 	}

@@ -12,7 +12,7 @@ import (
 )
 
 // BenchmarkDrainLongLivedOneConn drains a server holding n idle health
-// Watch streams on one connection, with a grace period far longer than the
+// Watch streams on one connection, as the demo drains (WithHealth), with a grace period far longer than the
 // drain: the drain must end them by cancelling them. Only Drain is timed;
 // the cost must grow linearly with n. With DRAINKIT_DRAIN_CPUPROFILE set to
 // a file name, the CPU profile of the drains alone is written there.
@@ -23,7 +23,9 @@ func BenchmarkDrainLongLivedOneConn(b *testing.B) {
 			for range b.N {
 				s := benchStartServer(b, nil, 1)
 				ends := s.benchOpenWatches(b, n)
-				d := drain.New(s.srv, s.tr, drain.WithGracePeriod(time.Minute))
+				// As the demo drains: the health service turns NOT_SERVING
+				// first, which its Watch streams are told.
+				d := drain.New(s.srv, s.tr, drain.WithGracePeriod(time.Minute), drain.WithHealth(s.hs))
 				stop := startProfile(b, fmt.Sprintf("%d", n))
 				b.StartTimer()
 				r, err := d.Drain(context.Background())

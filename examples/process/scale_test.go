@@ -3,7 +3,12 @@
 package process_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,8 +85,12 @@ func TestDrain100kStreams(t *testing.T) {
 	}
 	t.Logf("opened %d Watch streams on one connection in %v", n, time.Since(start))
 
+	before, cpuErr := processCPU(s.cmd.Process.Pid)
 	sent := s.signal(syscall.SIGTERM)
 	took := checkExit(t, s, sent, 0, scaleExitLimit, exitOK)
+	if cpuErr == nil {
+		t.Logf("the server used %v of CPU from SIGTERM to its exit", s.state.UserTime()+s.state.SystemTime()-before)
+	}
 	bad := 0
 	var example error
 	timeout = time.After(defaultTestTimeout)
@@ -100,4 +109,26 @@ func TestDrain100kStreams(t *testing.T) {
 		t.Errorf("%d of %d streams ended otherwise than with %v and %q, such as %v", bad, n, codes.Unavailable, shuttingDown, example)
 	}
 	t.Logf("%d streams: exit %v after SIGTERM", n, took)
+}
+
+// processCPU returns the CPU time, user and system, that process pid has
+// used so far, read from /proc.
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: utime and stime are the 12th and 13th of them.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the command", pid, len(f))
+	}
+	utime, err1 := strconv.Atoi(f[11])
+	stime, err2 := strconv.Atoi(f[12])
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	// Clock ticks: 100 a second on Linux (USER_HZ).
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
