@@ -123,7 +123,7 @@ type retirement struct {
 	warned  bool        // notice is closed
 	retired bool        // the call has been ended, or is being
 	timer   *time.Timer // the stream's age, then its notice
-	conn    *connRecord // the connection it is registered with, if any
+	conn    *connRecord // its connection, if Credentials wrapped it; set before start
 }
 
 // retire prepares the retirement of the long-lived stream c, whose handler
@@ -154,7 +154,7 @@ func (r *retirement) start() {
 		r.timer = time.AfterFunc(age-notice, func() { r.warn(notice, ErrStreamAge) })
 		r.mu.Unlock()
 	}
-	if r.conn != nil && r.conn.add(r) {
+	if r.conn != nil && r.conn.aged.Load() {
 		r.warn(0, ErrConnectionAge)
 	}
 }
@@ -195,7 +195,7 @@ func (r *retirement) endLocked(cause error) {
 }
 
 // detach is called when the call ends, before its record is recycled: the
-// retirement lets go of it, stops its timer and leaves its connection.
+// retirement lets go of it and stops its timer.
 func (r *retirement) detach() {
 	r.mu.Lock()
 	r.c = nil
@@ -203,7 +203,4 @@ func (r *retirement) detach() {
 		r.timer.Stop()
 	}
 	r.mu.Unlock()
-	if r.conn != nil {
-		r.conn.remove(r)
-	}
 }

@@ -46,13 +46,13 @@ func (t *Tracker) Credentials(creds credentials.TransportCredentials) credential
 		panic("interceptors: Tracker.Credentials: nil credentials: give insecure.NewCredentials() for a server without TLS")
 	}
 	t.watch.on.Store(true)
-	return &ageCreds{TransportCredentials: creds, w: &t.watch}
+	return &ageCreds{TransportCredentials: creds, t: t}
 }
 
 // ageCreds wraps the connections of its credentials' server handshakes.
 type ageCreds struct {
 	credentials.TransportCredentials
-	w *ageWatch
+	t *Tracker
 }
 
 func (c *ageCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
@@ -60,35 +60,36 @@ func (c *ageCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo
 	if err != nil || conn == nil {
 		return conn, info, err
 	}
-	return c.w.wrap(conn), info, nil
+	return c.t.watch.wrap(c.t, conn), info, nil
 }
 
 func (c *ageCreds) Clone() credentials.TransportCredentials {
-	return &ageCreds{TransportCredentials: c.TransportCredentials.Clone(), w: c.w}
+	return &ageCreds{TransportCredentials: c.TransportCredentials.Clone(), t: c.t}
 }
 
 // ageWatch knows the connections wrapped by Credentials, by their
 // addresses.
 type ageWatch struct {
 	on    atomic.Bool // Credentials has been called
-	mu    sync.Mutex
+	mu    sync.RWMutex
 	conns map[string]*connRecord // nil for addresses shared by two connections
 }
 
-// A connRecord is one connection and its long-lived streams.
+// A connRecord is one connection. Its long-lived streams point to it; it
+// does not list them, so that streams begin and end without a lock of the
+// connection's: when it ages, the Tracker's registry is searched for them.
 type connRecord struct {
-	key     string
-	mu      sync.Mutex
-	aged    bool // grpc sent GOAWAY for its age
-	streams map[*retirement]struct{}
+	key  string
+	t    *Tracker
+	aged atomic.Bool // grpc sent GOAWAY for its age
 }
 
 func connKey(local, remote net.Addr) string {
 	return local.Network() + " " + local.String() + " " + remote.String()
 }
 
-func (w *ageWatch) wrap(conn net.Conn) net.Conn {
-	rec := &connRecord{key: connKey(conn.LocalAddr(), conn.RemoteAddr()), streams: map[*retirement]struct{}{}}
+func (w *ageWatch) wrap(t *Tracker, conn net.Conn) net.Conn {
+	rec := &connRecord{key: connKey(conn.LocalAddr(), conn.RemoteAddr()), t: t}
 	w.mu.Lock()
 	if w.conns == nil {
 		w.conns = map[string]*connRecord{}
@@ -103,8 +104,8 @@ func (w *ageWatch) wrap(conn net.Conn) net.Conn {
 }
 
 func (w *ageWatch) lookup(key string) *connRecord {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+	w.mu.RLock()
+	defer w.mu.RUnlock()
 	return w.conns[key]
 }
 
@@ -117,33 +118,19 @@ func (w *ageWatch) forget(rec *connRecord) {
 	w.mu.Unlock()
 }
 
-// add registers r, and reports whether the connection is aged already.
-func (c *connRecord) add(r *retirement) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.streams[r] = struct{}{}
-	return c.aged
-}
-
-func (c *connRecord) remove(r *retirement) {
-	c.mu.Lock()
-	delete(c.streams, r)
-	c.mu.Unlock()
-}
-
-// age retires the long-lived streams of the connection, once.
+// age retires the long-lived streams of the connection, once. A stream
+// that begins meanwhile is either found here or sees aged when it starts.
 func (c *connRecord) age() {
-	c.mu.Lock()
-	if c.aged {
-		c.mu.Unlock()
+	if c.aged.Swap(true) {
 		return
 	}
-	c.aged = true
-	rs := make([]*retirement, 0, len(c.streams))
-	for r := range c.streams {
-		rs = append(rs, r)
-	}
-	c.mu.Unlock()
+	var rs []*retirement
+	c.t.each(func(k *call) {
+		if k.ret != nil && k.ret.conn == c {
+			rs = append(rs, k.ret)
+		}
+	})
+	// Retired outside the registry's locks, which retiring takes.
 	for _, r := range rs {
 		r.warn(0, ErrConnectionAge)
 	}

@@ -29,7 +29,9 @@ func TestSniffFindsMaxAgeGoAway(t *testing.T) {
 	fr.WriteGoAway(1<<31-1, http2.ErrCodeNo, []byte(grpcMaxAge))
 	frames := buf.Bytes()
 	for chunk := 1; chunk <= len(frames); chunk++ {
-		c := &sniffConn{Conn: discardConn{}, rec: &connRecord{aged: true}}
+		rec := &connRecord{}
+		rec.aged.Store(true)
+		c := &sniffConn{Conn: discardConn{}, rec: rec}
 		for i := 0; i < len(frames); i += chunk {
 			end := min(i+chunk, len(frames))
 			if c.done {

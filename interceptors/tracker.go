@@ -141,48 +141,33 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 	if cause == nil {
 		cause = ErrShuttingDown
 	}
-	// Each shard's calls are marked under its lock, and cancelled once it
-	// is unlocked: a handler woken by its cancellation takes its shard's
-	// lock to end, and must not wait there while the others are cancelled.
-	// The record of a call may be recycled once the lock is released; its
-	// cancel function and its stream may not.
+	n := 0
 	var st *status.Status // the status cancelled streams end with
-	var todo []cancelled
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		for c := s.head; c != nil; c = c.next {
-			// A context that has ended already, by its client or its
-			// deadline, keeps its cause and is not counted.
-			if c.Cancelled || longLivedOnly && !c.LongLived || c.ctx.Err() != nil {
-				continue
-			}
-			c.Cancelled = true
-			c.cause = cause
-			if c.ss != nil {
-				if st == nil {
-					st = cancelledStatus(cause)
-				}
-				c.ss.cancel(st)
-			}
-			todo = append(todo, cancelled{c.cancel, c.ss})
+	var streams []*serverStream
+	t.each(func(c *call) {
+		// A context that has ended already, by its client or its deadline,
+		// keeps its cause and is not counted.
+		if c.Cancelled || longLivedOnly && !c.LongLived || c.ctx.Err() != nil {
+			return
 		}
-		s.mu.Unlock()
-	}
-	for _, k := range todo {
-		k.cancel(cause)
-		if k.ss != nil {
-			k.ss.endIfWaiting()
+		c.Cancelled = true
+		c.cause = cause
+		if c.ss != nil {
+			if st == nil {
+				st = cancelledStatus(cause)
+			}
+			c.ss.cancel(st)
+			// Ended once the shard is unlocked: the record may be
+			// recycled by then, its stream may not.
+			streams = append(streams, c.ss)
 		}
+		c.cancel(cause)
+		n++
+	})
+	for _, ss := range streams {
+		ss.endIfWaiting()
 	}
-	return len(todo)
-}
-
-// cancelled is a call that cancel marked, to cancel once its shard is
-// unlocked.
-type cancelled struct {
-	cancel context.CancelCauseFunc
-	ss     *serverStream
+	return n
 }
 
 // cancelOne cancels the running call c with cause, as CancelLongLived
