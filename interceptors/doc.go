@@ -87,6 +87,53 @@
 // drain's forced stop. drainkit's tests fail loudly if a grpc-go upgrade
 // removes it.
 //
+// # Retiring long-lived streams
+//
+// Servers renew their connections at MaxConnectionAge (package keepalive)
+// so that clients spread over the servers added since they connected. A
+// long-lived stream defeats that: it keeps its aged connection open
+// through GOAWAY until MaxConnectionAgeGrace, and is then cut with a
+// transport error ("error reading from server: EOF"). The Tracker can
+// retire such streams instead, in two ways, each off by default:
+//
+//   - WithMaxStreamAge(d) ends every long-lived stream once it has lived d,
+//     give or take a random 10%.
+//   - Tracker.Credentials, given to the server as
+//     grpc.Creds(t.Credentials(creds)), ends the long-lived streams of a
+//     connection as soon as grpc has sent it GOAWAY for its age. Their
+//     clients have the GOAWAY by then and open them again on a new
+//     connection, which an L4 balancer may send to any server; the aged
+//     connection closes once its other RPCs are done. Its documentation
+//     says how the Tracker learns of the GOAWAY through grpc's public API,
+//     and the limits of that.
+//
+// A retired stream ends as a drain ends it, whatever its handler returns:
+// codes.Unavailable, with its own message (ErrStreamAge or
+// ErrConnectionAge) and the ErrorInfo of a cancelled call, whose metadata
+// also holds MetadataRetired: RetiredStreamAge or RetiredConnectionAge.
+// The reason stays ReasonShuttingDown, so that clients that know a drain's
+// status resume a retired stream the same way: package client resumes it
+// (WithResumable, WithResume) on whichever server its balancer picks, and
+// its caller sees one stream. The handler's context is cancelled with the
+// retirement's error as its cause, and a handler waiting in RecvMsg or
+// SendMsg is freed as in a drain. A drain that starts meanwhile finds the
+// stream cancelled already and does not count it again.
+//
+// Retiring(ctx) gives a handler the news: its channel is closed a tenth of
+// WithMaxStreamAge (at most one second) before the stream reaches its age,
+// so that the handler can send a last message and return on its own, and
+// at once for a connection's age, which the stream should leave without
+// delay. grpc/grpc#26703 asks for the remaining age of the connection to be
+// visible to handlers; grpc draws it at random and does not tell, so
+// Retiring says when, not how long before.
+//
+// The Tracker needs no stats handler for this, and ServerOptions does not
+// include Credentials: grpc.Creds holds one value, the server's own TLS
+// credentials, which Credentials wraps. Users of the bare interceptors
+// therefore keep both ways. Calls that are not long-lived streams pay
+// nothing for either; a long-lived stream pays for its retirement record
+// when one of them is on.
+//
 // # Status details
 //
 // The statuses of a server shutting down carry, besides their code and
