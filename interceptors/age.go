@@ -3,6 +3,7 @@ package interceptors
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -147,7 +148,11 @@ func (r *retirement) start() {
 	if d := r.t.o.maxStreamAge; d > 0 {
 		age := d
 		if j := int64(d / 10); j > 0 {
-			age += time.Duration(rand.Int64N(2*j+1) - j)
+			off := time.Duration(rand.Int64N(2*j+1) - j)
+			if off > 0 && age > math.MaxInt64-off {
+				off = -off // no overflow for an age of centuries
+			}
+			age += off
 		}
 		notice := min(d/10, maxRetireNotice)
 		r.mu.Lock()

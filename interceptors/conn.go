@@ -94,13 +94,26 @@ func (w *ageWatch) wrap(t *Tracker, conn net.Conn) net.Conn {
 	if w.conns == nil {
 		w.conns = map[string]*connRecord{}
 	}
-	if _, dup := w.conns[rec.key]; dup {
+	_, dup := w.conns[rec.key]
+	if dup && !isTCP(conn) {
+		// Two live connections with the same addresses: their streams
+		// cannot be told apart.
 		w.conns[rec.key] = nil
 	} else {
+		// A TCP connection's addresses are those of no other live one: an
+		// entry found is that of a connection closed behind grpc's back
+		// (grpc closes the unwrapped connection when its transport fails
+		// to start).
 		w.conns[rec.key] = rec
 	}
 	w.mu.Unlock()
 	return &sniffConn{Conn: conn, w: w, rec: rec}
+}
+
+func isTCP(conn net.Conn) bool {
+	_, local := conn.LocalAddr().(*net.TCPAddr)
+	_, remote := conn.RemoteAddr().(*net.TCPAddr)
+	return local && remote
 }
 
 func (w *ageWatch) lookup(key string) *connRecord {

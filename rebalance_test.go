@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
 	"github.com/drainkit/drainkit/interceptors"
@@ -38,7 +39,7 @@ func newRebalancingServer(creds credentials.TransportCredentials, streamAge time
 }
 
 func TestREADMERebalanceSnippet(t *testing.T) {
-	readmesnippet.Check(t, "README.md", "rebalance_readme_test.go", "rebalance_readme_test.go", "newRebalancingServer")
+	readmesnippet.Check(t, "README.md", "rebalance_test.go", "rebalance_test.go", "newRebalancingServer")
 }
 
 // TestRebalancingServerRetiresWatch runs the README's server with a stream
@@ -76,5 +77,36 @@ func TestRebalancingServerRetiresWatch(t *testing.T) {
 			t.Fatalf("Watch ended with %v, want %v and %q", err, codes.Unavailable, interceptors.ErrStreamAge.Error())
 		}
 		return
+	}
+}
+
+// TestMaxStreamAgeOnTransports retires a bidi stream whose handler waits
+// in Recv, on the server's own listener and through ServeHTTP: the client
+// must receive the retirement's status, and the handler return.
+func TestMaxStreamAgeOnTransports(t *testing.T) {
+	const duplex = "/grpc.testing.TestService/FullDuplexCall"
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			tracker := interceptors.NewTracker(interceptors.WithLongLived(duplex), interceptors.WithMaxStreamAge(100*time.Millisecond))
+			returned := make(chan error, 1)
+			srv := grpc.NewServer(tracker.ServerOptions()...)
+			testgrpc.RegisterTestServiceServer(srv, &streamService{duplex: func(stream testgrpc.TestService_FullDuplexCallServer) error {
+				_, err := stream.Recv()
+				returned <- err
+				return err
+			}})
+			cc := tr.serve(t, srv)
+			stream, err := testgrpc.NewTestServiceClient(cc).FullDuplexCall(testContext(t))
+			if err != nil {
+				t.Fatalf("FullDuplexCall() = %v", err)
+			}
+			_, err = stream.Recv()
+			if st := status.Convert(err); st.Code() != codes.Unavailable || st.Message() != interceptors.ErrStreamAge.Error() {
+				t.Fatalf("Recv() = %v, want %v and %q", err, codes.Unavailable, interceptors.ErrStreamAge.Error())
+			}
+			if err := receive(t, returned, "the handler to return"); err == nil {
+				t.Errorf("the handler's Recv() = nil, want an error")
+			}
+		})
 	}
 }
