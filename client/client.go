@@ -75,7 +75,10 @@ func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, 
 // nil when the budget refuses it or the wait would outlast ctx's deadline,
 // with the status of ctx's error if ctx ended during the wait.
 func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, err error) (stop bool, ctxErr error) {
-	if !o.budget.withdraw() {
+	// A retired stream's resumption is planned by its server, at most
+	// once per stream age: it draws nothing from the budget, which is for
+	// failures.
+	if !isRetirement(err) && !o.budget.withdraw() {
 		return true, nil
 	}
 	if stop, ctxErr := o.pause(ctx, attempt, delay); stop {

@@ -106,6 +106,13 @@
 // WithMax attempts, or sooner if the retry budget runs out, with the error
 // of its last attempt.
 //
+// A stream that its server retired for its age or its connection's
+// (interceptors.WithMaxStreamAge, interceptors.Tracker.Credentials: the
+// ErrorInfo's metadata "retired") worked, however young, and its server
+// asked it to move: its count restarts at once, and its resumption draws
+// nothing from the retry budget, since the server retires each stream at
+// most once per age.
+//
 // Client and bidi streams are never retried or resumed: what they sent is
 // gone. Their callers test IsDraining and open them again.
 //

@@ -81,6 +81,32 @@ func classify(err error) (outcome, time.Duration) {
 	return o, delay
 }
 
+// isRetirement reports whether err is the status of a long-lived stream
+// that its server retired for its age or its connection's
+// (interceptors.WithMaxStreamAge, interceptors.Tracker.Credentials): a
+// planned move, not a failure. A HANDLER_RAN mark beside it means it was
+// relayed from another server, and it is not one.
+func isRetirement(err error) bool {
+	s, ok := status.FromError(err)
+	if !ok || s.Code() != codes.Unavailable {
+		return false
+	}
+	retired := false
+	for _, a := range s.Proto().GetDetails() {
+		var info errdetails.ErrorInfo
+		if !a.MessageIs(&info) || a.UnmarshalTo(&info) != nil || info.GetDomain() != interceptors.ErrorInfoDomain {
+			continue
+		}
+		switch info.GetReason() {
+		case interceptors.ReasonHandlerRan:
+			return false
+		case interceptors.ReasonShuttingDown:
+			retired = retired || info.GetMetadata()[interceptors.MetadataRetired] != ""
+		}
+	}
+	return retired
+}
+
 // IsDraining reports whether err is a status sent by a server that is
 // shutting down with drainkit: a call refused before its handler ran, or
 // cancelled while it ran (codes.Unavailable with the google.rpc.ErrorInfo

@@ -176,8 +176,10 @@ func (s *serverStream) resume(m any, err error) error {
 	// never fails does not pay for it.
 	mo := s.o.methods[s.method]
 	// An attempt that failed after ResumeReset or more was a stream that
-	// worked: the count, and with it the backoff, restarts.
-	if s.attempts > 1 && time.Since(s.opened) >= ResumeReset {
+	// worked: the count, and with it the backoff, restarts. So it does
+	// after a stream that its server retired for its age: however young,
+	// it worked, and its server asked it to move.
+	if s.attempts > 1 && time.Since(s.opened) >= ResumeReset || isRetirement(err) {
 		s.attempts = 1
 	}
 	for ; s.attempts < s.o.max; s.attempts++ {
