@@ -85,8 +85,8 @@
 // seconds. In the process test of examples/process, with a connection age
 // of 2 seconds, a grace of 1 second, and 60 connections each holding one
 // Watch on one server when two more servers are added: after six ages the
-// connections are open 20, 20 and 20 to the three servers, and 360 Watch
-// attempts were retired with 0 cut; with the same settings and no
+// connections are open 20, 20 and 20 to the three servers, and about 360
+// Watch attempts were retired with 0 cut; with the same settings and no
 // retirement, the connections spread as well but 180 attempts were cut.
 //
 // interceptors.WithMaxStreamAge ends each long-lived stream after its own
