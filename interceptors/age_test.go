@@ -10,10 +10,12 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/testdata"
 
 	"github.com/drainkit/drainkit/interceptors"
 )
@@ -52,6 +54,12 @@ func (s *retireService) FullDuplexCall(stream testgrpc.TestService_FullDuplexCal
 // with opts, and returns a client of it.
 func serveRetire(t *testing.T, tr *interceptors.Tracker, opts ...grpc.ServerOption) (testgrpc.TestServiceClient, *retireService) {
 	t.Helper()
+	return serveRetireTo(t, tr, insecure.NewCredentials(), opts...)
+}
+
+// serveRetireTo is serveRetire with the client's credentials.
+func serveRetireTo(t *testing.T, tr *interceptors.Tracker, dialCreds credentials.TransportCredentials, opts ...grpc.ServerOption) (testgrpc.TestServiceClient, *retireService) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("net.Listen() = %v", err)
@@ -61,7 +69,7 @@ func serveRetire(t *testing.T, tr *interceptors.Tracker, opts ...grpc.ServerOpti
 	testgrpc.RegisterTestServiceServer(srv, svc)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(dialCreds))
 	if err != nil {
 		t.Fatalf("grpc.NewClient() = %v", err)
 	}
@@ -157,20 +165,32 @@ func TestConnectionAgeEndsLongLivedStreams(t *testing.T) {
 	tests := []struct {
 		name    string
 		creds   bool
+		tls     bool
 		grace   time.Duration
 		retired bool // the stream ends with the retirement status
 	}{
-		{"drainkit", true, time.Minute, true},
-		{"plain keepalive", false, 500 * time.Millisecond, false},
+		{"drainkit", true, false, time.Minute, true},
+		{"drainkit over TLS", true, true, time.Minute, true},
+		{"plain keepalive", false, false, 500 * time.Millisecond, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tr := interceptors.NewTracker(interceptors.WithLongLived(duplexMethod))
 			opts := []grpc.ServerOption{grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: maxAge, MaxConnectionAgeGrace: tt.grace})}
-			if tt.creds {
-				opts = append(opts, grpc.Creds(tr.Credentials(insecure.NewCredentials())))
+			serverCreds, dialCreds := insecure.NewCredentials(), insecure.NewCredentials()
+			if tt.tls {
+				var err error
+				if serverCreds, err = credentials.NewServerTLSFromFile(testdata.Path("x509/server1_cert.pem"), testdata.Path("x509/server1_key.pem")); err != nil {
+					t.Fatal(err)
+				}
+				if dialCreds, err = credentials.NewClientTLSFromFile(testdata.Path("x509/server_ca_cert.pem"), "x.test.example.com"); err != nil {
+					t.Fatal(err)
+				}
 			}
-			c, svc := serveRetire(t, tr, opts...)
+			if tt.creds {
+				opts = append(opts, grpc.Creds(tr.Credentials(serverCreds)))
+			}
+			c, svc := serveRetireTo(t, tr, dialCreds, opts...)
 			ctx, cancel := context.WithTimeout(context.Background(), statusTestTimeout)
 			defer cancel()
 			stream, err := c.FullDuplexCall(ctx)
