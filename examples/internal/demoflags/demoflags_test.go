@@ -14,6 +14,7 @@ import (
 	"github.com/drainkit/drainkit/drain"
 	"github.com/drainkit/drainkit/examples/internal/demoflags"
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/keepalive"
 )
 
 func TestParse(t *testing.T) {
@@ -189,5 +190,12 @@ func TestStopHooks(t *testing.T) {
 				t.Errorf("StopHooks() with -otel=%s, Notify %t = %d, want %d", tt.otel, tt.notify, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestDefaultConnectionAgeIsKeepalives(t *testing.T) {
+	sp, _ := keepalive.Parameters()
+	if got := demoflags.Default().MaxConnectionAge; got != sp.MaxConnectionAge {
+		t.Errorf("Default().MaxConnectionAge = %v, want package keepalive's %v", got, sp.MaxConnectionAge)
 	}
 }
