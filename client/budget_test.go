@@ -225,3 +225,52 @@ func TestResumeCountRestarts(t *testing.T) {
 		t.Errorf("%d attempts, want %d", n, failures+1)
 	}
 }
+
+// TestQuietResumeCountRestarts holds a resumable Watch that sends nothing
+// and cancels it, by a drain's CancelAll, each time it has stayed open for
+// longer than ResumeReset. The stream worked each time, quiet as it was:
+// with WithMax(2) it must ride through three drains, and more, and not end
+// after WithMax drains because the attempt that stayed open was a
+// resumption's.
+func TestQuietResumeCountRestarts(t *testing.T) {
+	const drains = 3
+	b := startBackend(t, "A", true)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, client.DialOptions(resumeWatch, client.WithMax(2))...))
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	recvd := make(chan error, 1)
+	go func() {
+		_, err := stream.Recv()
+		recvd <- err
+	}()
+	// started waits for the handler of attempt n, and fails the test if
+	// the stream ends instead.
+	started := func(n int) {
+		t.Helper()
+		select {
+		case <-b.svc.started:
+		case err := <-recvd:
+			t.Fatalf("Recv() = %v after %d drains of a stream that stayed open %v each time, want it resumed", err, n-1, client.ResumeReset)
+		case <-time.After(defaultTestTimeout):
+			t.Fatalf("no Watch handler %d after %v", n, defaultTestTimeout)
+		}
+	}
+	for i := range drains {
+		started(i + 1)
+		// The attempt must have stayed open for ResumeReset: that is the
+		// behaviour under test, not a wait for another goroutine.
+		time.Sleep(client.ResumeReset + 100*time.Millisecond)
+		if n := b.tracker.CancelAll(nil); n != 1 {
+			t.Fatalf("CancelAll() = %d, want 1 Watch", n)
+		}
+	}
+	started(drains + 1)
+	cancel()
+	if err := <-recvd; status.Code(err) != codes.Canceled {
+		t.Errorf("Recv() after cancel = %v, want code %v", err, codes.Canceled)
+	}
+}

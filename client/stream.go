@@ -193,12 +193,12 @@ func (s *serverStream) resume(m any, err error) error {
 			}
 			return err
 		}
-		s.opened = time.Now()
 		cs, openErr := s.reopen(mo.rewrite)
 		if openErr != nil {
 			err = openErr
 			continue
 		}
+		s.opened = time.Now()
 		s.mu.Lock()
 		s.cs = cs
 		s.mu.Unlock()
@@ -209,6 +209,12 @@ func (s *serverStream) resume(m any, err error) error {
 		}
 		if errors.Is(err, io.EOF) {
 			return err
+		}
+		if time.Since(s.opened) >= ResumeReset {
+			// This attempt stayed open for ResumeReset before its first
+			// message, or its failure: a quiet stream that worked. The
+			// count restarts, to 1 after the loop's increment.
+			s.attempts = 0
 		}
 	}
 	return err
