@@ -274,3 +274,44 @@ func TestQuietResumeCountRestarts(t *testing.T) {
 		t.Errorf("Recv() after cancel = %v, want code %v", err, codes.Canceled)
 	}
 }
+
+// longBackoff marks a context whose calls back off for an hour.
+type longBackoff struct{}
+
+// TestRetryBudgetNotSpentWithoutRetry makes calls to a refusing server
+// whose backoff outlasts their deadline: the client gives up on each
+// without a retry, and must not take one from the budget for it. A call
+// that can wait then finds the budget's reserve whole.
+func TestRetryBudgetNotSpentWithoutRetry(t *testing.T) {
+	const reserve = 10 // WithRetryBudget(0, 1) over 10s
+	b := startBackend(t, "A", false)
+	b.tracker.Reject(nil)
+	var counter attemptCounter
+	backoff := func(ctx context.Context, _ uint) time.Duration {
+		if ctx.Value(longBackoff{}) != nil {
+			return time.Hour
+		}
+		return 0
+	}
+	opts := append(client.DialOptions(client.WithRetryBudget(0, 1), client.WithBackoff(backoff)), counter.options()...)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	short := context.WithValue(ctx, longBackoff{}, true)
+	for range 2 * reserve {
+		if _, err := c.Append(short, wrapperspb.String("x"), grpc.WaitForReady(true)); !client.IsDraining(err) {
+			t.Fatalf("Append() = %v, want the server's refusal", err)
+		}
+	}
+	if n := counter.unary.Load(); n != 2*reserve {
+		t.Fatalf("%d calls whose backoff outlasts their deadline made %d attempts, want no retry", 2*reserve, n)
+	}
+	counter.unary.Store(0)
+	if _, err := c.Append(ctx, wrapperspb.String("x"), grpc.WaitForReady(true)); !client.IsDraining(err) {
+		t.Fatalf("Append() = %v, want the server's refusal", err)
+	}
+	if n := counter.unary.Load(); n != client.DefaultMax {
+		t.Errorf("a call that may wait made %d attempts, want %d: the budget was spent on retries never made", n, client.DefaultMax)
+	}
+}

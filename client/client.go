@@ -70,18 +70,21 @@ func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, 
 }
 
 // retry is called before the given retry of a call that failed with err:
-// it asks the retry budget for it, waits (see pause) and calls the
-// OnRetryCallback. It returns stop true if the retry must not be made: with
-// nil when the budget refuses it or the wait would outlast ctx's deadline,
-// with the status of ctx's error if ctx ended during the wait.
+// it gives up if the wait (see pause) would outlast ctx's deadline, asks
+// the retry budget for the retry, waits and calls the OnRetryCallback. It
+// returns stop true if the retry must not be made: with nil when the wait
+// would outlast ctx's deadline or the budget refuses the retry, with the
+// status of ctx's error if ctx ended during the wait. A retry given up for
+// the deadline takes nothing from the budget.
 func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, err error) (stop bool, ctxErr error) {
+	d, ok := o.pause(ctx, attempt, delay)
 	// A retired stream's resumption is planned by its server, at most
 	// once per stream age: it draws nothing from the budget, which is for
 	// failures.
-	if !isRetirement(err) && !o.budget.withdraw() {
+	if !ok || !isRetirement(err) && !o.budget.withdraw() {
 		return true, nil
 	}
-	if stop, ctxErr := o.pause(ctx, attempt, delay); stop {
+	if stop, ctxErr := wait(ctx, d); stop {
 		return true, ctxErr
 	}
 	if o.onRetry != nil {
@@ -90,15 +93,19 @@ func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, 
 	return false, nil
 }
 
-// pause waits before the given retry, for the longer of the backoff and
-// delay. It returns stop true if the retry must not be made: with the
-// status of ctx's error if ctx ended during the wait, with nil if the
-// wait would outlast ctx's deadline, in which case it does not wait.
-func (o *options) pause(ctx context.Context, attempt uint, delay time.Duration) (stop bool, err error) {
+// pause returns how long to wait before the given retry, the longer of the
+// backoff and delay, and false if the wait would outlast ctx's deadline.
+func (o *options) pause(ctx context.Context, attempt uint, delay time.Duration) (time.Duration, bool) {
 	d := max(o.backoff(ctx, attempt), delay)
 	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) <= d {
-		return true, nil
+		return 0, false
 	}
+	return d, true
+}
+
+// wait waits for d. It returns stop true, with the status of ctx's error,
+// if ctx ends first or has ended.
+func wait(ctx context.Context, d time.Duration) (stop bool, err error) {
 	if d <= 0 {
 		if err := ctx.Err(); err != nil {
 			return true, status.FromContextError(err).Err()
