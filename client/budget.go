@@ -30,10 +30,14 @@ const (
 // that fail: over a window of 10 seconds, each call deposits percent/100 of
 // a retry, a reserve of minPerSecond times 10 retries is always there, and
 // each retry (of a refused call, of an idempotent one, of a stream's
-// creation, and each resumption of a stream) withdraws one. A retry the
+// creation, and each resumption of a stream after an attempt that failed
+// sooner than ResumeReset) withdraws one. A retry the
 // budget refuses is not made: the caller gets the error of the last
-// attempt. The calls that deposit are the unary calls and server streams;
-// client and bidi streams, never retried, pass through without.
+// attempt. The calls that deposit are the unary calls and server streams,
+// and each resumption of a stream whose attempt had stayed open for
+// ResumeReset, which is the stream's next call rather than a retry and
+// takes nothing; client and bidi streams, never retried, pass through
+// without.
 //
 // The budget belongs to the DialOptions call that the option is given to,
 // and is shared by every ClientConn made with its options. The default is
@@ -82,10 +86,11 @@ func newRetryBudget(percent float64, minPerSecond int) *retryBudget {
 	}
 }
 
-// now returns the current second since start, and its slot, reset if it
-// held an older second's counts.
-func (b *retryBudget) now() (int64, *budgetSlot) {
-	sec := int64(time.Since(b.start) / time.Second)
+// now returns the time, the current second since start, and its slot,
+// reset if it held an older second's counts.
+func (b *retryBudget) now() (time.Time, int64, *budgetSlot) {
+	t := time.Now()
+	sec := int64(t.Sub(b.start) / time.Second)
 	s := &b.slots[sec%budgetSlots]
 	if s.second.Load() < sec {
 		b.mu.Lock()
@@ -98,19 +103,21 @@ func (b *retryBudget) now() (int64, *budgetSlot) {
 		}
 		b.mu.Unlock()
 	}
-	return sec, s
+	return t, sec, s
 }
 
-// deposit records a call.
-func (b *retryBudget) deposit() {
-	_, s := b.now()
+// deposit records a call, and returns the time it read to find its
+// second.
+func (b *retryBudget) deposit() time.Time {
+	t, _, s := b.now()
 	s.calls.Add(1)
+	return t
 }
 
 // withdraw records a retry and returns true if the budget allows one;
 // otherwise it returns false and records nothing.
 func (b *retryBudget) withdraw() bool {
-	sec, cur := b.now()
+	_, sec, cur := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var calls, retries int64

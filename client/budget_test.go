@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -313,5 +314,58 @@ func TestRetryBudgetNotSpentWithoutRetry(t *testing.T) {
 	}
 	if n := counter.unary.Load(); n != client.DefaultMax {
 		t.Errorf("a call that may wait made %d attempts, want %d: the budget was spent on retries never made", n, client.DefaultMax)
+	}
+}
+
+// TestManyStreamsRideThroughDrain holds 200 quiet resumable Watch streams
+// on one client, more than the default retry budget's reserve and share
+// allow retries for, and has a drain cancel them all once they have been
+// open for ResumeReset. Each worked: its resumption is its next call, not
+// a retry, and every stream must ride through the drain.
+func TestManyStreamsRideThroughDrain(t *testing.T) {
+	const streams = 200
+	b := startBackend(t, "A", true)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, client.DialOptions(resumeWatch)...))
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	errs := make(chan error, streams)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for range streams {
+		stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
+		if err != nil {
+			t.Fatalf("Watch() = %v", err)
+		}
+		wg.Go(func() {
+			_, err := stream.Recv()
+			errs <- err
+		})
+	}
+	for i := range streams {
+		receive(t, b.svc.started, fmt.Sprintf("Watch handler %d", i+1))
+	}
+	// The streams must have been open for ResumeReset: that is the
+	// behaviour under test, not a wait for another goroutine.
+	time.Sleep(client.ResumeReset + 100*time.Millisecond)
+	if n := b.tracker.CancelAll(nil); n != streams {
+		t.Fatalf("CancelAll() = %d, want %d", n, streams)
+	}
+	failed := 0
+	for resumed := 0; resumed+failed < streams; {
+		select {
+		case <-b.svc.started:
+			resumed++
+		case err := <-errs:
+			if failed == 0 {
+				t.Errorf("Recv() = %v through the drain", err)
+			}
+			failed++
+		case <-time.After(defaultTestTimeout):
+			t.Fatalf("%d streams resumed, %d failed, of %d after %v", resumed, failed, streams, defaultTestTimeout)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d streams ended with an error through one drain, want none", failed, streams)
 	}
 }

@@ -56,7 +56,7 @@ func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, 
 		if !m.retryable(out, false) {
 			return err
 		}
-		if stop, ctxErr := o.retry(ctx, attempt, delay, err); stop {
+		if stop, ctxErr := o.retry(ctx, attempt, delay, err, false); stop {
 			if ctxErr != nil {
 				return ctxErr
 			}
@@ -75,13 +75,22 @@ func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, 
 // returns stop true if the retry must not be made: with nil when the wait
 // would outlast ctx's deadline or the budget refuses the retry, with the
 // status of ctx's error if ctx ended during the wait. A retry given up for
-// the deadline takes nothing from the budget.
-func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, err error) (stop bool, ctxErr error) {
+// the deadline takes nothing from the budget. With call true, the new
+// attempt is the next call of a stream that worked (see resume): it
+// deposits in the budget, as a new call does, instead of withdrawing.
+func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, err error, call bool) (stop bool, ctxErr error) {
 	d, ok := o.pause(ctx, attempt, delay)
-	// A retired stream's resumption is planned by its server, at most
-	// once per stream age: it draws nothing from the budget, which is for
-	// failures.
-	if !ok || !isRetirement(err) && !o.budget.withdraw() {
+	if !ok {
+		return true, nil
+	}
+	switch {
+	case call:
+		o.budget.deposit()
+	case isRetirement(err):
+		// A retired stream's resumption is planned by its server, at
+		// most once per stream age: it draws nothing from the budget,
+		// which is for failures.
+	case !o.budget.withdraw():
 		return true, nil
 	}
 	if stop, ctxErr := wait(ctx, d); stop {

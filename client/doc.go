@@ -64,13 +64,22 @@
 // # The retry budget
 //
 // Every retry the package makes, of a refused call, of an idempotent one,
-// of a stream's creation or a stream's resumption, is taken from a budget
-// (WithRetryBudget, on by default with 20% of the calls plus 10 retries a
-// second, over 10 seconds, as Finagle's RetryBudget): when servers fail
+// of a stream's creation or a stream's resumption (but see below), is
+// taken from a budget (WithRetryBudget, on by default with 20% of the
+// calls plus 10 retries a second, over 10 seconds, as Finagle's
+// RetryBudget): when servers fail
 // everything, retries add at most that share to the load, rather than
 // multiplying it by WithMax. A retry the budget refuses is not made, and
 // the caller gets the error of the last attempt. The budget belongs to one
 // call of DialOptions, shared by the ClientConns made with its options.
+//
+// A stream's deposit, made when it was created, is gone from the window
+// ten seconds later, so a budget could never resume the streams of a
+// client that holds more of them than its reserve through one drain. The
+// resumption of a stream whose attempt had stayed open for ResumeReset
+// (see "Streams") is therefore not a retry but the stream's next call: it
+// deposits, as a new stream does, and takes nothing from the budget; the
+// retries that follow it, if that attempt fails sooner, do.
 //
 // # Attempts and backoff
 //
@@ -100,8 +109,9 @@
 // backoff, restarts when an attempt that had stayed open for ResumeReset
 // (1s) or more fails, whether it delivered messages or was quiet: that
 // stream worked, and its next failure, such as the next drain, is met with
-// a short wait again. So a stream drained every few seconds, as in a
-// rolling restart, rides through any number of drains, while one that a
+// a short wait again, and its resumption is not a retry (see "The retry
+// budget"). So a stream drained every few seconds, as in a rolling
+// restart, rides through any number of drains, while one that a
 // server fails sooner than ResumeReset after each resumption ends after
 // WithMax attempts, or sooner if the retry budget runs out, with the error
 // of its last attempt.

@@ -18,7 +18,7 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	if desc.ClientStreams || !desc.ServerStreams {
 		return streamer(ctx, desc, cc, fullMethod, opts...)
 	}
-	o.budget.deposit()
+	opened := o.budget.deposit()
 	cs, err := streamer(ctx, desc, cc, fullMethod, opts...)
 	attempts := uint(1)
 	for ; err != nil; attempts++ {
@@ -33,19 +33,16 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 		if !o.methods[fullMethod].retryable(out, false) {
 			return nil, err
 		}
-		if stop, ctxErr := o.retry(ctx, attempts, delay, err); stop {
+		if stop, ctxErr := o.retry(ctx, attempts, delay, err, false); stop {
 			if ctxErr != nil {
 				return nil, ctxErr
 			}
 			return nil, err
 		}
+		opened = time.Now()
 		cs, err = streamer(ctx, desc, cc, fullMethod, opts...)
 	}
-	s := &serverStream{o: o, ctx: ctx, desc: desc, cc: cc, method: fullMethod, streamer: streamer, opts: opts, cs: cs, attempts: attempts}
-	if attempts > 1 {
-		s.opened = time.Now()
-	}
-	return s, nil
+	return &serverStream{o: o, ctx: ctx, desc: desc, cc: cc, method: fullMethod, streamer: streamer, opts: opts, cs: cs, attempts: attempts, opened: opened}, nil
 }
 
 // A serverStream is the client side of a server stream that is opened
@@ -76,9 +73,8 @@ type serverStream struct {
 
 	// attempts counts the attempts of the stream since it was created, or
 	// since the count last restarted: its creation's and its
-	// resumptions'. opened is when the current attempt was opened, set
-	// only once attempts is above 1: a stream that never fails does not
-	// read the clock. RecvMsg's alone.
+	// resumptions'. opened is when the current attempt was opened (for
+	// the first, when the retry budget read the clock). RecvMsg's alone.
 	attempts uint
 	opened   time.Time
 
@@ -175,27 +171,37 @@ func (s *serverStream) resume(m any, err error) error {
 	// The options of the method are looked up only now: a stream that
 	// never fails does not pay for it.
 	mo := s.o.methods[s.method]
-	// An attempt that failed after ResumeReset or more was a stream that
-	// worked: the count, and with it the backoff, restarts. So it does
-	// after a stream that its server retired for its age: however young,
-	// it worked, and its server asked it to move.
-	if s.attempts > 1 && time.Since(s.opened) >= ResumeReset || isRetirement(err) {
-		s.attempts = 1
-	}
-	for ; s.attempts < s.o.max; s.attempts++ {
+	// worked: the attempt that failed had stayed open for ResumeReset or
+	// more, with messages or quiet.
+	worked := time.Since(s.opened) >= ResumeReset
+	for {
+		if worked || isRetirement(err) {
+			// A stream that worked, or that its server retired for its
+			// age (however young, it worked, and its server asked it to
+			// move): the count, and with it the backoff, restarts. After
+			// one that worked, the next attempt is the stream's next
+			// call, not a retry: it deposits in the retry budget, as a
+			// new stream does, and takes nothing from it; after a
+			// retirement, it draws nothing either (see retry).
+			s.attempts = 1
+		}
+		if s.attempts >= s.o.max {
+			return err
+		}
 		out, delay := classify(err)
 		if !mo.retryable(out, s.last != nil) {
 			return err
 		}
-		if stop, ctxErr := s.o.retry(s.ctx, s.attempts, delay, err); stop {
+		if stop, ctxErr := s.o.retry(s.ctx, s.attempts, delay, err, worked); stop {
 			if ctxErr != nil {
 				return ctxErr
 			}
 			return err
 		}
+		s.attempts++
 		cs, openErr := s.reopen(mo.rewrite)
 		if openErr != nil {
-			err = openErr
+			err, worked = openErr, false
 			continue
 		}
 		s.opened = time.Now()
@@ -203,21 +209,14 @@ func (s *serverStream) resume(m any, err error) error {
 		s.cs = cs
 		s.mu.Unlock()
 		if err = cs.RecvMsg(m); err == nil {
-			s.attempts++
 			s.last = m
 			return nil
 		}
 		if errors.Is(err, io.EOF) {
 			return err
 		}
-		if time.Since(s.opened) >= ResumeReset {
-			// This attempt stayed open for ResumeReset before its first
-			// message, or its failure: a quiet stream that worked. The
-			// count restarts, to 1 after the loop's increment.
-			s.attempts = 0
-		}
+		worked = time.Since(s.opened) >= ResumeReset
 	}
-	return err
 }
 
 // reopen opens a new attempt of the stream and sends it what the caller
