@@ -86,11 +86,10 @@ func newRetryBudget(percent float64, minPerSecond int) *retryBudget {
 	}
 }
 
-// now returns the time, the current second since start, and its slot,
-// reset if it held an older second's counts.
-func (b *retryBudget) now() (time.Time, int64, *budgetSlot) {
-	t := time.Now()
-	sec := int64(t.Sub(b.start) / time.Second)
+// now returns the current second since start, and its slot, reset if it
+// held an older second's counts.
+func (b *retryBudget) now() (int64, *budgetSlot) {
+	sec := int64(time.Since(b.start) / time.Second)
 	s := &b.slots[sec%budgetSlots]
 	if s.second.Load() < sec {
 		b.mu.Lock()
@@ -103,21 +102,19 @@ func (b *retryBudget) now() (time.Time, int64, *budgetSlot) {
 		}
 		b.mu.Unlock()
 	}
-	return t, sec, s
+	return sec, s
 }
 
-// deposit records a call, and returns the time it read to find its
-// second.
-func (b *retryBudget) deposit() time.Time {
-	t, _, s := b.now()
+// deposit records a call.
+func (b *retryBudget) deposit() {
+	_, s := b.now()
 	s.calls.Add(1)
-	return t
 }
 
 // withdraw records a retry and returns true if the budget allows one;
 // otherwise it returns false and records nothing.
 func (b *retryBudget) withdraw() bool {
-	_, sec, cur := b.now()
+	sec, cur := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var calls, retries int64

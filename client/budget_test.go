@@ -369,3 +369,33 @@ func TestManyStreamsRideThroughDrain(t *testing.T) {
 		t.Errorf("%d of %d streams ended with an error through one drain, want none", failed, streams)
 	}
 }
+
+// TestSlowCreationIsNoWork opens a resumable Watch, with no retry budget,
+// on a server that refuses it, through a stream creation that takes longer
+// than ResumeReset, as one waiting for a connection does. The attempt was
+// refused at once: it did not work, and its resumption is a retry that the
+// budget refuses, not the stream's next call.
+func TestSlowCreationIsNoWork(t *testing.T) {
+	b := startBackend(t, "A", false)
+	b.tracker.Reject(nil)
+	var counter attemptCounter
+	slow := grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		// The slowness under test, not a wait for another goroutine.
+		time.Sleep(client.ResumeReset + 100*time.Millisecond)
+		return streamer(ctx, desc, cc, method, opts...)
+	})
+	opts := append(client.DialOptions(client.WithRetryBudget(0, 0), resumeWatch), counter.options()...)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, append(opts, slow)...))
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	if _, err := stream.Recv(); !client.IsDraining(err) {
+		t.Fatalf("Recv() = %v, want the server's refusal", err)
+	}
+	if n := counter.streams.Load(); n != 1 {
+		t.Errorf("a stream refused after a slow creation made %d attempts with no retry budget, want 1", n)
+	}
+}

@@ -228,6 +228,7 @@
 // stream interceptor allocates the wrapper of a server stream; client and
 // bidi streams pass through. Each unary call and server stream deposits in
 // the retry budget with one atomic add, and reads the clock once to find
-// its second; only retries take the budget's lock. BENCHMARKS.md gives the
-// figures.
+// its second; only retries take the budget's lock. A server stream reads
+// the clock once more when it is open, so that a failure can tell whether
+// it worked for ResumeReset. BENCHMARKS.md gives the figures.
 package client

@@ -18,7 +18,7 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 	if desc.ClientStreams || !desc.ServerStreams {
 		return streamer(ctx, desc, cc, fullMethod, opts...)
 	}
-	opened := o.budget.deposit()
+	o.budget.deposit()
 	cs, err := streamer(ctx, desc, cc, fullMethod, opts...)
 	attempts := uint(1)
 	for ; err != nil; attempts++ {
@@ -39,10 +39,9 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 			}
 			return nil, err
 		}
-		opened = time.Now()
 		cs, err = streamer(ctx, desc, cc, fullMethod, opts...)
 	}
-	return &serverStream{o: o, ctx: ctx, desc: desc, cc: cc, method: fullMethod, streamer: streamer, opts: opts, cs: cs, attempts: attempts, opened: opened}, nil
+	return &serverStream{o: o, ctx: ctx, desc: desc, cc: cc, method: fullMethod, streamer: streamer, opts: opts, cs: cs, attempts: attempts, opened: time.Now()}, nil
 }
 
 // A serverStream is the client side of a server stream that is opened
@@ -73,8 +72,9 @@ type serverStream struct {
 
 	// attempts counts the attempts of the stream since it was created, or
 	// since the count last restarted: its creation's and its
-	// resumptions'. opened is when the current attempt was opened (for
-	// the first, when the retry budget read the clock). RecvMsg's alone.
+	// resumptions'. opened is when the current attempt was open: its
+	// stream created, and its request sent for a resumption's. RecvMsg's
+	// alone.
 	attempts uint
 	opened   time.Time
 
