@@ -111,9 +111,10 @@ func (b *retryBudget) deposit() {
 	s.calls.Add(1)
 }
 
-// withdraw records a retry and returns true if the budget allows one;
-// otherwise it returns false and records nothing.
-func (b *retryBudget) withdraw() bool {
+// withdraw records a retry and returns true, with the second it is
+// recorded in, if the budget allows one; otherwise it returns false and
+// records nothing.
+func (b *retryBudget) withdraw() (int64, bool) {
 	sec, cur := b.now()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -126,8 +127,19 @@ func (b *retryBudget) withdraw() bool {
 		}
 	}
 	if b.reserve+float64(calls)*b.percent-float64(retries) < 1 {
-		return false
+		return sec, false
 	}
 	cur.retries.Add(1)
-	return true
+	return sec, true
+}
+
+// refund gives back a retry that withdraw recorded in the second sec and
+// that was not made, unless that second has left the window.
+func (b *retryBudget) refund(sec int64) {
+	s := &b.slots[sec%budgetSlots]
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s.second.Load() == sec {
+		s.retries.Add(-1)
+	}
 }

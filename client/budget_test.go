@@ -399,3 +399,50 @@ func TestSlowCreationIsNoWork(t *testing.T) {
 		t.Errorf("a stream refused after a slow creation made %d attempts with no retry budget, want 1", n)
 	}
 }
+
+// TestRetryBudgetNotSpentOnCancelledWait cancels calls to a refusing
+// server while they wait to retry: no retry is made, and none must be
+// taken from the budget. A call that can wait then finds the budget's
+// reserve whole.
+func TestRetryBudgetNotSpentOnCancelledWait(t *testing.T) {
+	const reserve = 10 // WithRetryBudget(0, 1) over 10s
+	b := startBackend(t, "A", false)
+	b.tracker.Reject(nil)
+	var counter attemptCounter
+	waiting := make(chan struct{}, 1)
+	backoff := func(ctx context.Context, _ uint) time.Duration {
+		if ctx.Value(longBackoff{}) != nil {
+			waiting <- struct{}{}
+			return time.Hour
+		}
+		return 0
+	}
+	opts := append(client.DialOptions(client.WithRetryBudget(0, 1), client.WithBackoff(backoff)), counter.options()...)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+
+	for i := range 2 * reserve {
+		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), longBackoff{}, true))
+		errs := make(chan error, 1)
+		go func() {
+			_, err := c.Append(ctx, wrapperspb.String("x"), grpc.WaitForReady(true))
+			errs <- err
+		}()
+		receive(t, waiting, "backoff")
+		cancel()
+		if err := receive(t, errs, "Append's end"); status.Code(err) != codes.Canceled {
+			t.Fatalf("Append() #%d = %v, want code %v: the budget refused the retry, spent on retries never made", i+1, err, codes.Canceled)
+		}
+	}
+	if n := counter.unary.Load(); n != 2*reserve {
+		t.Fatalf("%d calls cancelled while they waited to retry made %d attempts, want no retry", 2*reserve, n)
+	}
+	counter.unary.Store(0)
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	if _, err := c.Append(ctx, wrapperspb.String("x"), grpc.WaitForReady(true)); !client.IsDraining(err) {
+		t.Fatalf("Append() = %v, want the server's refusal", err)
+	}
+	if n := counter.unary.Load(); n != client.DefaultMax {
+		t.Errorf("a call that may wait made %d attempts, want %d: the budget was spent on retries never made", n, client.DefaultMax)
+	}
+}

@@ -75,14 +75,17 @@ func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, 
 // returns stop true if the retry must not be made: with nil when the wait
 // would outlast ctx's deadline or the budget refuses the retry, with the
 // status of ctx's error if ctx ended during the wait. A retry given up for
-// the deadline takes nothing from the budget. With call true, the new
-// attempt is the next call of a stream that worked (see resume): it
-// deposits in the budget, as a new call does, instead of withdrawing.
+// the deadline, or because ctx ended, takes nothing from the budget. With
+// call true, the new attempt is the next call of a stream that worked (see
+// resume): it deposits in the budget, as a new call does, instead of
+// withdrawing.
 func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, err error, call bool) (stop bool, ctxErr error) {
 	d, ok := o.pause(ctx, attempt, delay)
 	if !ok {
 		return true, nil
 	}
+	withdrawn := false // and sec, the second it is recorded in
+	var sec int64
 	switch {
 	case call:
 		o.budget.deposit()
@@ -90,10 +93,15 @@ func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, 
 		// A retired stream's resumption is planned by its server, at
 		// most once per stream age: it draws nothing from the budget,
 		// which is for failures.
-	case !o.budget.withdraw():
-		return true, nil
+	default:
+		if sec, withdrawn = o.budget.withdraw(); !withdrawn {
+			return true, nil
+		}
 	}
 	if stop, ctxErr := wait(ctx, d); stop {
+		if withdrawn {
+			o.budget.refund(sec)
+		}
 		return true, ctxErr
 	}
 	if o.onRetry != nil {
