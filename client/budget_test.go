@@ -446,3 +446,30 @@ func TestRetryBudgetNotSpentOnCancelledWait(t *testing.T) {
 		t.Errorf("a call that may wait made %d attempts, want %d: the budget was spent on retries never made", n, client.DefaultMax)
 	}
 }
+
+// TestLateReadRefusalIsNoWork opens a resumable Watch, with no retry
+// budget, on a server that refuses it, and reads it only after
+// ResumeReset, as a caller busy elsewhere does. The attempt was refused:
+// it did no work, however late its refusal was read, and its resumption is
+// a retry that the budget refuses, not the stream's next call.
+func TestLateReadRefusalIsNoWork(t *testing.T) {
+	b := startBackend(t, "A", false)
+	b.tracker.Reject(nil)
+	var counter attemptCounter
+	opts := append(client.DialOptions(client.WithRetryBudget(0, 0), resumeWatch), counter.options()...)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	// The caller's lateness under test, not a wait for another goroutine.
+	time.Sleep(client.ResumeReset + 100*time.Millisecond)
+	if _, err := stream.Recv(); !client.IsDraining(err) {
+		t.Fatalf("Recv() = %v, want the server's refusal", err)
+	}
+	if n := counter.streams.Load(); n != 1 {
+		t.Errorf("a refused stream read late made %d attempts with no retry budget, want 1", n)
+	}
+}

@@ -107,14 +107,17 @@
 // server that fails a stream after every few messages sees it reopened
 // less and less often, not at once each time. The count, and with it the
 // backoff, restarts when an attempt that had stayed open for ResumeReset
-// (1s) or more fails, whether it delivered messages or was quiet: that
-// stream worked, and its next failure, such as the next drain, is met with
-// a short wait again, and its resumption is not a retry (see "The retry
-// budget"). So a stream drained every few seconds, as in a rolling
-// restart, rides through any number of drains, while one that a
-// server fails sooner than ResumeReset after each resumption ends after
-// WithMax attempts, or sooner if the retry budget runs out, with the error
-// of its last attempt.
+// (1s) or more fails, whether it delivered messages or was quiet, unless a
+// server refused it (a refusal read late did no work): that stream worked,
+// its next failure, such as the next drain, is met with a short wait
+// again, and its resumption is not a retry (see "The retry budget"). So a
+// stream drained every few seconds, as in a rolling restart, rides through
+// any number of drains, while one that a server fails sooner than
+// ResumeReset after each resumption ends after WithMax attempts, or sooner
+// if the retry budget runs out, with the error of its last attempt. The
+// time is that of the caller's RecvMsg that finds the failure: a stream
+// that a server fails at once, with anything but a refusal, and that its
+// caller reads a second later, counts as one that worked.
 //
 // A stream that its server retired for its age or its connection's
 // (interceptors.WithMaxStreamAge, interceptors.Tracker.Credentials: the

@@ -34,8 +34,9 @@ const (
 	// with it the backoff: a stream that fails sooner after each
 	// resumption is reopened less and less often, its backoff growing to
 	// its maximum, and WithMax ends it; one that stayed up this long, with
-	// messages or quiet, worked, and its next failure, such as the next
-	// drain, is met with a short wait again. It is DefaultBackoffMax.
+	// messages or quiet, and was not refused, worked, and its next
+	// failure, such as the next drain, is met with a short wait again. It
+	// is DefaultBackoffMax.
 	ResumeReset = DefaultBackoffMax
 )
 

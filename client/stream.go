@@ -172,9 +172,13 @@ func (s *serverStream) resume(m any, err error) error {
 	// never fails does not pay for it.
 	mo := s.o.methods[s.method]
 	// worked: the attempt that failed had stayed open for ResumeReset or
-	// more, with messages or quiet.
+	// more, with messages or quiet, and was not refused.
 	worked := time.Since(s.opened) >= ResumeReset
 	for {
+		out, delay := classify(err)
+		// A refused attempt did no work, however long ago it was opened:
+		// its refusal may have waited for a caller busy elsewhere.
+		worked = worked && out != refused
 		if worked || isRetirement(err) {
 			// A stream that worked, or that its server retired for its
 			// age (however young, it worked, and its server asked it to
@@ -188,7 +192,6 @@ func (s *serverStream) resume(m any, err error) error {
 		if s.attempts >= s.o.max {
 			return err
 		}
-		out, delay := classify(err)
 		if !mo.retryable(out, s.last != nil) {
 			return err
 		}
