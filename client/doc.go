@@ -67,9 +67,8 @@
 // of a stream's creation or a stream's resumption (but see below), is
 // taken from a budget (WithRetryBudget, on by default with 20% of the
 // calls plus 10 retries a second, over 10 seconds, as Finagle's
-// RetryBudget): when servers fail
-// everything, retries add at most that share to the load, rather than
-// multiplying it by WithMax. A retry the budget refuses is not made, and
+// RetryBudget): when servers fail everything, retries add at most that
+// share to the load, rather than multiplying it by WithMax. A retry the budget refuses is not made, and
 // the caller gets the error of the last attempt. The budget belongs to one
 // call of DialOptions, shared by the ClientConns made with its options.
 //
