@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/cloudflare/tableflip"
 
@@ -33,8 +35,18 @@ var (
 	// ErrNotReady is returned by Upgrade before Ready: a process that
 	// does not serve yet is not replaced.
 	ErrNotReady = errors.New("upgrade: the process has not reported ready")
-	// ErrNoPIDFile is returned by SuccessorPID without WithPIDFile.
-	ErrNoPIDFile = errors.New("upgrade: no PID file (WithPIDFile)")
+	// ErrParentDraining is returned by Upgrade while the process that
+	// this one replaced still runs: tableflip starts no successor before
+	// its parent has exited.
+	ErrParentDraining = errors.New("upgrade: the process this one replaced still drains")
+	// ErrPID1 is returned by Upgrade in a process that is PID 1 of its PID
+	// namespace (a container's first process): when it exits after the
+	// upgrade, the kernel kills every other process of the namespace, the
+	// successor included.
+	ErrPID1 = errors.New("upgrade: the process is PID 1, and its successor would be killed when it exits")
+	// ErrNoSuccessorPID is returned by SuccessorPID when no successor has
+	// reported its process ID.
+	ErrNoSuccessorPID = errors.New("upgrade: no successor reported its process ID")
 )
 
 const (
@@ -45,6 +57,13 @@ const (
 	// maxNotReady bounds the requests Upgrade repeats after that refusal:
 	// each is taken first with even odds.
 	maxNotReady = 64
+	// reportName is the name under which the parent passes the successor
+	// the write end of a pipe, on which the successor reports its process
+	// ID and whether it is ready, before it tells tableflip.
+	reportName = "drainkit-upgrade-report"
+	// maxReport bounds a report, which one write of less than PIPE_BUF
+	// keeps whole.
+	maxReport = 1024
 )
 
 // An Upgrader starts the successor of the process and hands it the
@@ -54,11 +73,15 @@ type Upgrader struct {
 	tf *tableflip.Upgrader
 	o  options
 
-	mu       sync.Mutex
-	ready    bool // Ready was called; guarded by mu
-	running  bool // an upgrade runs; guarded by mu
-	upgraded bool // guarded by mu
-	stopped  bool // guarded by mu
+	report       *os.File      // the successor's end of its parent's report pipe, or nil
+	parentExited chan struct{} // closed when the parent has exited (at once without one)
+
+	mu        sync.Mutex
+	ready     bool // Ready was called; guarded by mu
+	running   bool // an upgrade runs; guarded by mu
+	upgraded  bool // guarded by mu
+	stopped   bool // guarded by mu
+	successor int  // the process ID the successor reported; guarded by mu
 }
 
 // New returns the process's Upgrader. When the process is the successor in
@@ -81,7 +104,21 @@ func New(opts ...Option) (*Upgrader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
 	}
-	return &Upgrader{tf: tf, o: o}, nil
+	u := &Upgrader{tf: tf, o: o, parentExited: make(chan struct{})}
+	if !tf.HasParent() {
+		close(u.parentExited)
+		return u, nil
+	}
+	// A parent of an older version passes no report pipe: report is nil.
+	if u.report, err = tf.File(reportName); err != nil {
+		return nil, fmt.Errorf("upgrade: the parent's report pipe: %w", err)
+	}
+	go func() {
+		// Returns when the parent has exited, whatever the error says.
+		tf.WaitForParent(context.Background())
+		close(u.parentExited)
+	}()
+	return u, nil
 }
 
 // HasParent reports whether the process is the successor in an upgrade.
@@ -130,24 +167,79 @@ func (u *Upgrader) Listen(network, addr string) (net.Listener, systemd.Source, e
 
 // Ready tells the parent, if any, that this process serves, so that it may
 // drain; the parent's Upgrade returns nil. It first writes the PID file given
-// by WithPIDFile, so that the parent finds the successor's process ID there;
-// a failure to write it is returned, joined with any other, but does not
-// keep Ready from telling the parent: the process serves all the same. Call
-// it once the server accepts connections, before its first Accept.
+// by WithPIDFile; if that fails, Ready reports the failure to the parent,
+// whose Upgrade returns an error that says why, tells tableflip nothing, and
+// returns the error: the process is to exit without serving, since the
+// service's supervisor would follow a PID file that does not name it. Then
+// it reports its process ID to the parent (see SuccessorPID), and only then
+// tells tableflip, whose message ends the parent's wait. Call it once the
+// server accepts connections, before its first Accept.
 func (u *Upgrader) Ready() error {
-	var pidErr error
 	if u.o.pidFile != "" {
-		pidErr = writePIDFile(u.o.pidFile)
+		if err := writePIDFile(u.o.pidFile); err != nil {
+			u.sendReport("failed " + err.Error())
+			return err
+		}
 	}
+	u.sendReport("ready")
 	if err := u.tf.Ready(); err != nil {
-		return errors.Join(pidErr, fmt.Errorf("upgrade: %w", err))
+		return fmt.Errorf("upgrade: %w", err)
 	}
 	// Only now: Upgradable must not say yes before tableflip has taken the
 	// readiness in.
 	u.mu.Lock()
 	u.ready = true
 	u.mu.Unlock()
-	return pidErr
+	return nil
+}
+
+// sendReport writes "<pid> <what>" on the parent's report pipe, once, and
+// closes it. A parent that passed none hears nothing.
+func (u *Upgrader) sendReport(what string) {
+	u.mu.Lock()
+	f := u.report
+	u.report = nil
+	u.mu.Unlock()
+	if f == nil {
+		return
+	}
+	msg := strconv.Itoa(os.Getpid()) + " " + strings.ReplaceAll(what, "\n", " ")
+	if len(msg) > maxReport-1 {
+		msg = msg[:maxReport-1]
+	}
+	f.Write([]byte(msg + "\n"))
+	f.Close()
+}
+
+// readReport reads, without waiting, what the successor wrote on r: its
+// process ID, and "" when it reported ready or the reason it gave for not
+// serving. ok is false when nothing was written. The successor writes
+// before it tells tableflip, and tableflip's answer comes after that or
+// after its exit, so whatever it wrote is there to read.
+func readReport(r *os.File) (pid int, failure string, ok bool) {
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return 0, "", false
+	}
+	buf := make([]byte, maxReport)
+	n := 0
+	rc.Read(func(fd uintptr) bool {
+		n, err = syscall.Read(int(fd), buf)
+		return true // never wait: the pipe is non-blocking
+	})
+	if err != nil || n <= 0 {
+		return 0, "", false
+	}
+	line := strings.TrimSuffix(string(buf[:n]), "\n")
+	pidText, what, _ := strings.Cut(line, " ")
+	pid, err = strconv.Atoi(pidText)
+	if err != nil || pid <= 0 {
+		return 0, "", false
+	}
+	if what == "ready" {
+		return pid, "", true
+	}
+	return pid, strings.TrimPrefix(what, "failed "), true
 }
 
 // writePIDFile writes the process ID to path atomically: to a temporary
@@ -194,7 +286,24 @@ func (u *Upgrader) Upgrade() error {
 	u.running = true
 	u.mu.Unlock()
 
-	err := u.tf.Upgrade()
+	// The successor reports on this pipe before it tells tableflip.
+	r, w, err := os.Pipe()
+	if err == nil {
+		err = u.tf.AddFile(reportName, w) // tableflip passes a copy
+		w.Close()
+	}
+	if err != nil {
+		if r != nil {
+			r.Close()
+		}
+		u.mu.Lock()
+		u.running = false
+		u.mu.Unlock()
+		return fmt.Errorf("upgrade: the successor's report pipe: %w", err)
+	}
+	defer r.Close()
+
+	err = u.tf.Upgrade()
 	// tableflip's goroutine takes the readiness that Ready reported and
 	// an upgrade request in either order when both are pending, and then
 	// refuses the request as too early. The process is ready: ask again.
@@ -206,6 +315,7 @@ func (u *Upgrader) Upgrade() error {
 		err = u.tf.Upgrade()
 	}
 
+	pid, failure, reported := readReport(r)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.running = false
@@ -213,9 +323,15 @@ func (u *Upgrader) Upgrade() error {
 		if u.stopped {
 			return fmt.Errorf("%w: successor killed: %v", ErrStopped, err)
 		}
+		if reported && failure != "" {
+			return fmt.Errorf("upgrade: the successor (pid %d) did not serve: %s (%v)", pid, failure, err)
+		}
 		return fmt.Errorf("upgrade: %w", err)
 	}
 	u.upgraded = true
+	if reported {
+		u.successor = pid
+	}
 	return nil
 }
 
@@ -243,26 +359,45 @@ func (u *Upgrader) refusal() error {
 		return ErrInProgress
 	case !u.ready:
 		return ErrNotReady
+	case os.Getpid() == 1:
+		return ErrPID1
+	}
+	select {
+	case <-u.parentExited:
+	default:
+		return ErrParentDraining
 	}
 	return nil
 }
 
+// WaitForParent waits until the process that this one replaced in an
+// upgrade has exited, or ctx ends, and returns ctx's error then. It returns
+// nil at once in a process that replaced none. A successor that stops calls
+// it before it exits: under systemd, the exit of the main process makes
+// systemd send SIGTERM to every process left in the service, which the old
+// process, still draining, would take for a second signal.
+func (u *Upgrader) WaitForParent(ctx context.Context) error {
+	select {
+	case <-u.parentExited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // SuccessorPID returns the process ID of the successor after a successful
-// upgrade, read from the PID file given by WithPIDFile, which the successor
-// wrote when it reported ready. It returns ErrNoPIDFile without a PID file.
+// upgrade, as the successor reported it to this process on a pipe of their
+// own before it reported ready: the caller can hand the service over to it
+// (systemd.Notifier.HandOver) before this process drains. It returns
+// ErrNoSuccessorPID before a successful upgrade, or when the successor did
+// not report (a version of the program older than the report).
 func (u *Upgrader) SuccessorPID() (int, error) {
-	if u.o.pidFile == "" {
-		return 0, ErrNoPIDFile
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.successor == 0 {
+		return 0, ErrNoSuccessorPID
 	}
-	b, err := os.ReadFile(u.o.pidFile)
-	if err != nil {
-		return 0, fmt.Errorf("upgrade: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, fmt.Errorf("upgrade: PID file %s holds %q, not a process ID", u.o.pidFile, b)
-	}
-	return pid, nil
+	return u.successor, nil
 }
 
 // Stop ends the Upgrader, for a process that drains for good: an upgrade
@@ -278,4 +413,31 @@ func (u *Upgrader) Stop() {
 	u.tf.Stop()
 	// The Upgrader's goroutine closes the copies, then the channel.
 	<-u.tf.Exit()
+	u.mu.Lock()
+	upgraded := u.upgraded
+	u.mu.Unlock()
+	if !upgraded {
+		u.removePIDFile()
+	}
+}
+
+// removePIDFile removes the PID file if it names this process, or a
+// process that no longer runs (a successor killed by Stop after it wrote
+// the file): the service ends with this process. After an upgrade it names
+// the successor, and stays.
+func (u *Upgrader) removePIDFile() {
+	if u.o.pidFile == "" {
+		return
+	}
+	b, err := os.ReadFile(u.o.pidFile)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return
+	}
+	if pid == os.Getpid() || errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+		os.Remove(u.o.pidFile)
+	}
 }

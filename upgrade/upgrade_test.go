@@ -63,17 +63,14 @@ func errString(err error) string {
 // upgradeChild is a server that upgrades once. In mode "ok" the successor
 // reports ready; in "crash" it exits at once; in "hang" it never reports
 // ready, and the parent tries two upgrades at once, then stops; in "badpid"
-// the PID file cannot be written, and the first generation also asks for a
-// Unix socket.
+// the successor cannot write the PID file, and the first generation also
+// asks for a Unix socket.
 func upgradeChild(mode string) int {
 	timeout := readyTimeout
 	if mode == "stop" {
 		timeout = childTimeout // Stop ends the upgrade, not the time-out
 	}
 	pidFile := os.Getenv("DRAINKIT_PID_FILE")
-	if mode == "badpid" {
-		pidFile = filepath.Join(pidFile, "no such directory", "pid")
-	}
 	u, err := upgrade.New(upgrade.WithReadyTimeout(timeout), upgrade.WithPIDFile(pidFile))
 	if err != nil {
 		emit(nil, "new", event{Err: err.Error()})
@@ -109,11 +106,16 @@ func upgradeChild(mode string) int {
 	}
 	if err := u.Ready(); err != nil {
 		emit(u, "ready", event{Err: err.Error()})
-		if mode != "badpid" {
-			return 1
-		}
+		return 1
 	}
 	if u.HasParent() {
+		// The parent waits for this signal before it exits.
+		emit(u, "upgradable while the parent runs", event{Err: errString(u.Upgradable())})
+		syscall.Kill(os.Getppid(), syscall.SIGUSR1)
+		ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
+		emit(u, "wait for parent", event{Err: errString(u.WaitForParent(ctx))})
+		cancel()
+		emit(u, "upgradable once the parent exited", event{Err: errString(u.Upgradable())})
 		// The successor serves one connection, and stops.
 		c, err := lis.Accept()
 		if err == nil {
@@ -149,9 +151,30 @@ func upgradeChild(mode string) int {
 		emit(u, "upgrade", event{Err: errString(<-upgraded)})
 		return 0
 	}
+	if mode == "badpid" {
+		// The PID file's directory becomes a file: the successor cannot
+		// write the PID file there.
+		dir := filepath.Dir(pidFile)
+		os.Rename(dir, dir+".moved")
+		os.WriteFile(dir, nil, 0o600)
+		emit(u, "upgrade", event{Err: errString(u.Upgrade())})
+		os.Remove(dir)
+		os.Rename(dir+".moved", dir)
+		emit(u, "upgradable", event{Err: errString(u.Upgradable())})
+		u.Stop()
+		return 0
+	}
 	emit(u, "upgradable", event{Err: errString(u.Upgradable())})
+	successorChecked := make(chan os.Signal, 1)
+	signal.Notify(successorChecked, syscall.SIGUSR1)
 	err = u.Upgrade()
 	emit(u, "upgrade", event{Err: errString(err)})
+	if err == nil {
+		select {
+		case <-successorChecked:
+		case <-time.After(childTimeout):
+		}
+	}
 	if err == nil {
 		u.Stop() // as a drain that follows does
 		emit(u, "again", event{Err: errString(u.Upgrade())})
@@ -174,8 +197,11 @@ func runUpgrade(t *testing.T, mode string, onListen func(addr string)) []event {
 		t.Fatal(err)
 	}
 	cmd := exec.CommandContext(ctx, exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+mode, "GORACE=atexit_sleep_ms=0",
-		"DRAINKIT_PID_FILE="+filepath.Join(t.TempDir(), "pid"))
+	pidFile := filepath.Join(t.TempDir(), "run", "pid")
+	if err := os.Mkdir(filepath.Dir(pidFile), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(os.Environ(), childEnv+"="+mode, "GORACE=atexit_sleep_ms=0", "DRAINKIT_PID_FILE="+pidFile)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -200,6 +226,10 @@ func runUpgrade(t *testing.T, mode string, onListen func(addr string)) []event {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("child: %v", err)
+	}
+	// Every generation has exited: none left its PID file behind.
+	if b, err := os.ReadFile(pidFile); err == nil {
+		t.Errorf("PID file %s holds %q after every process exited, want it removed", pidFile, b)
 	}
 	return events
 }
@@ -264,6 +294,15 @@ func TestUpgrade(t *testing.T) {
 	if got := <-answered; got != strconv.Itoa(second.PID) {
 		t.Errorf("the connection was answered by %q, want the successor %d", got, second.PID)
 	}
+	if e, _ := find(events, "upgradable while the parent runs", true); e.Err != upgrade.ErrParentDraining.Error() {
+		t.Errorf("the successor's Upgradable() while its parent runs = %q, want %v", e.Err, upgrade.ErrParentDraining)
+	}
+	if e, _ := find(events, "wait for parent", true); e.Err != "" {
+		t.Errorf("the successor's WaitForParent() = %q, want nil", e.Err)
+	}
+	if e, _ := find(events, "upgradable once the parent exited", true); e.Err != "" {
+		t.Errorf("the successor's Upgradable() once its parent exited = %q, want nil", e.Err)
+	}
 }
 
 func TestUpgradeSuccessorCrashes(t *testing.T) {
@@ -323,33 +362,23 @@ func TestOptionsPanic(t *testing.T) {
 	}
 }
 
-// TestUpgradeWithoutPIDFile runs an upgrade whose PID file cannot be
-// written: each generation's Ready says so, but still reports ready, so the
-// upgrade completes instead of the parent killing a successor that serves.
-// It also checks that a Unix socket is refused, as tableflip would remove
-// its path.
-func TestUpgradeWithoutPIDFile(t *testing.T) {
-	answered := make(chan string, 1)
-	events := runUpgrade(t, "badpid", func(addr string) {
-		answered <- dialSuccessor(addr)
-	})
+// TestUpgradePIDFileFails runs an upgrade whose successor cannot write the
+// PID file: the successor does not report ready, the parent's Upgrade says
+// why and the parent may upgrade again. It also checks that a Unix socket
+// is refused, as tableflip would remove its path.
+func TestUpgradePIDFileFails(t *testing.T) {
+	events := runUpgrade(t, "badpid", nil)
 	if e, _ := find(events, "listen unix", false); !strings.Contains(e.Err, "only TCP listeners") {
 		t.Errorf("Listen(\"unix\") = %q, want it refused", e.Err)
 	}
-	for _, successor := range []bool{false, true} {
-		if e, _ := find(events, "ready", successor); !strings.Contains(e.Err, "PID file") {
-			t.Errorf("Ready() of generation %v = %q, want the PID file's error", successor, e.Err)
-		}
+	if e, _ := find(events, "ready", true); !strings.Contains(e.Err, "PID file") {
+		t.Errorf("the successor's Ready() = %q, want the PID file's error", e.Err)
 	}
-	if e, ok := find(events, "upgrade", false); !ok || e.Err != "" {
-		t.Errorf("Upgrade() = %q, want nil: the successor reported ready", e.Err)
+	if e, ok := find(events, "upgrade", false); !ok || !strings.Contains(e.Err, "did not serve: upgrade: writing the PID file") {
+		t.Errorf("Upgrade() = %q, want an error that gives the successor's reason", e.Err)
 	}
-	if e, _ := find(events, "successor", false); e.Err == "" {
-		t.Errorf("SuccessorPID() without a PID file = %s, nil; want an error", e.Addr)
-	}
-	second, _ := find(events, "listen", true)
-	if got := <-answered; got != strconv.Itoa(second.PID) {
-		t.Errorf("the connection was answered by %q, want the successor %d", got, second.PID)
+	if e, _ := find(events, "upgradable", false); e.Err != "" {
+		t.Errorf("Upgradable() after the failed upgrade = %q, want nil", e.Err)
 	}
 }
 
