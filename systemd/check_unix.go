@@ -5,8 +5,13 @@ package systemd
 import (
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
 )
+
+// noSocketHint is what a descriptor that is not a socket says of the
+// service's start.
+const noSocketHint = "systemd passes the socket there, and passed none (is the service started by its .socket unit?)"
 
 // checkFD returns an error unless fd is a listening stream socket of the
 // family of network.
@@ -14,9 +19,14 @@ func checkFD(fd int, network string) error {
 	typ, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE)
 	switch {
 	case errors.Is(err, syscall.EBADF):
-		return errors.New("not open: systemd passes the socket there (is the service started by its .socket unit?)")
+		return errors.New("not open: " + noSocketHint)
 	case errors.Is(err, syscall.ENOTSOCK):
-		return errors.New("not a socket")
+		// Not what systemd passes: a file of the process's own, such as
+		// one the Go runtime opened (a cgroup file) in the free slot.
+		if target, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err == nil {
+			return fmt.Errorf("not a socket but %s, opened by the process itself: %s", target, noSocketHint)
+		}
+		return errors.New("not a socket: " + noSocketHint)
 	case err != nil:
 		return fmt.Errorf("reading its socket type: %v", err)
 	}

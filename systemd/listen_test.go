@@ -215,9 +215,10 @@ func TestListenRefuses(t *testing.T) {
 		{name: "LISTEN_PID without LISTEN_FDS", network: "tcp", env: []string{"LISTEN_PID=self"}, files: []*os.File{tcp}, wantErr: "without LISTEN_FDS"},
 		{name: "LISTEN_FDS zero", network: "tcp", env: []string{"LISTEN_PID=self", "LISTEN_FDS=0"}, wantErr: `LISTEN_FDS="0"`},
 		{name: "two sockets", network: "tcp", env: []string{"LISTEN_PID=self", "LISTEN_FDS=2"}, files: []*os.File{tcp, socketFile(t, syscall.AF_INET, syscall.SOCK_STREAM, true)}, wantErr: "LISTEN_FDS=2: want one socket"},
-		{name: "not a socket", network: "tcp", env: active, files: []*os.File{pr}, wantErr: "not a socket"},
+		{name: "not a socket", network: "tcp", env: active, files: []*os.File{pr}, wantErr: "not a socket but pipe:"},
+		{name: "a file of the process's own", network: "tcp", env: active, files: []*os.File{regularFile(t)}, wantErr: "/cgroup.file, opened by the process itself: systemd passes the socket there, and passed none (is the service started by its .socket unit?)"},
 		// Descriptor 3 is then closed, or one of the process's own.
-		{name: "no descriptor passed", network: "tcp", env: active, wantErr: "descriptor 3: not"},
+		{name: "no descriptor passed", network: "tcp", env: active, wantErr: "is the service started by its .socket unit?"},
 		{name: "datagram socket", network: "tcp", env: active, files: []*os.File{socketFile(t, syscall.AF_INET, syscall.SOCK_DGRAM, false)}, wantErr: "want a stream socket"},
 		{name: "not listening", network: "tcp", env: active, files: []*os.File{socketFile(t, syscall.AF_INET, syscall.SOCK_STREAM, false)}, wantErr: "not listening"},
 		{name: "unix socket for tcp", network: "tcp", env: active, files: []*os.File{socketFile(t, syscall.AF_UNIX, syscall.SOCK_STREAM, true)}, wantErr: "a unix socket, want tcp"},
@@ -254,4 +255,20 @@ func TestListenUnixSocket(t *testing.T) {
 	if r.Err != "" || r.Source != string(systemd.SourceSystemd) {
 		t.Fatalf("Listen(\"unix\") = %q, error %q; want %q, nil", r.Source, r.Err, systemd.SourceSystemd)
 	}
+}
+
+// regularFile returns a file named cgroup.file, open for reading, as the Go
+// runtime may hold one in the first free descriptor.
+func regularFile(t *testing.T) *os.File {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "cgroup.file")
+	if err := os.WriteFile(path, []byte("max 100000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }

@@ -3,6 +3,7 @@ package systemd
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -64,16 +65,24 @@ func (n *Notifier) Status(status string) error {
 	return n.send("STATUS=" + status)
 }
 
-// HandOver tells the Notifier that this process no longer speaks for the
-// service: an upgrade has started a successor that serves it. When pid is
-// positive, it first sends MAINPID=pid, which makes the successor the main
-// process of the unit under NotifyAccess=main too. Every later message is
-// dropped, and the drain that follows tells systemd nothing: its STOPPING=1
-// would stop the unit that the successor now serves.
-func (n *Notifier) HandOver(pid int) error {
+// HandOver tells systemd that the successor started by an upgrade, process
+// pid, serves the service from now on, and makes this Notifier fall silent.
+// When pid is positive it sends, in one message, MAINPID=pid, READY=1 and
+// STATUS=status. The message comes from this process, the main process of
+// the unit until then, so that systemd takes it under NotifyAccess=main as
+// under NotifyAccess=all; it must be sent before this process begins to
+// drain: once queued, systemd reads it before it learns of this process's
+// exit, and follows the successor instead of stopping the unit. READY=1
+// ends the reload that Reloading began.
+//
+// Every later message is dropped, and the drain that follows tells systemd
+// nothing: its STOPPING=1 would stop the unit that the successor now serves.
+// With pid zero or negative (the successor's process ID is unknown), it
+// sends nothing and falls silent all the same.
+func (n *Notifier) HandOver(pid int, status string) error {
 	var err error
 	if pid > 0 {
-		err = n.send("MAINPID=" + strconv.Itoa(pid))
+		err = n.send("MAINPID="+strconv.Itoa(pid), "READY=1", "STATUS="+status)
 	}
 	n.mu.Lock()
 	n.handedOver = true
@@ -83,9 +92,11 @@ func (n *Notifier) HandOver(pid int) error {
 
 // OnStop reports an event of the drain: at NotReady STOPPING=1, at every
 // event STATUS= with the phase and EXTEND_TIMEOUT_USEC= with what remains of
-// the budget given by WithStopBudget, plus the margin. A message that
-// cannot be sent is an error, which joins the drain's: systemd did not hear
-// that the service stops.
+// the budget given by WithStopBudget, plus the margin. It returns nil: a
+// message that cannot be sent goes to the function given by
+// WithErrorHandler, and never changes the drain's result, which says what
+// happened to the RPCs (an error there would make the program exit with a
+// failure, which systemd records, after a clean drain).
 func (n *Notifier) OnStop(_ context.Context, e stophook.Event) error {
 	var state []string
 	if e.Phase == stophook.NotReady {
@@ -99,7 +110,45 @@ func (n *Notifier) OnStop(_ context.Context, e stophook.Event) error {
 		}
 		state = append(state, "EXTEND_TIMEOUT_USEC="+strconv.FormatInt((remaining+n.o.margin).Microseconds(), 10))
 	}
-	return n.send(state...)
+	if err := n.send(state...); err != nil && n.o.onError != nil {
+		n.o.onError(fmt.Errorf("%w (drain event %v)", err, e.Phase))
+	}
+	return nil
+}
+
+// Check tells whether the Notifier can send to NOTIFY_SOCKET, so that a
+// program can say so when it starts rather than at its first message. It
+// returns nil when the variable is unset (outside systemd) or names a Unix
+// datagram socket that accepts a connection, and otherwise an error that
+// names the variable and says what is wrong: a path that does not exist or
+// is not a socket, an address that is neither a path nor abstract ("@..."),
+// or an AF_VSOCK address ("vsock:..."), which go-systemd's daemon package,
+// through which the Notifier sends, does not support. It sends nothing.
+func (n *Notifier) Check() error {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	switch {
+	case addr == "":
+		return nil
+	case strings.HasPrefix(addr, "vsock"):
+		return fmt.Errorf("systemd: NOTIFY_SOCKET=%s: an AF_VSOCK address, which go-systemd's daemon package cannot send to: systemd will not hear from the service", addr)
+	case strings.HasPrefix(addr, "@"):
+	case !strings.HasPrefix(addr, "/"):
+		return fmt.Errorf("systemd: NOTIFY_SOCKET=%s: neither an absolute path nor an abstract address (@...): systemd will not hear from the service", addr)
+	default:
+		fi, err := os.Stat(addr)
+		if err != nil {
+			return fmt.Errorf("systemd: NOTIFY_SOCKET=%s: %w: systemd will not hear from the service", addr, err)
+		}
+		if fi.Mode()&os.ModeSocket == 0 {
+			return fmt.Errorf("systemd: NOTIFY_SOCKET=%s: not a socket (mode %v): systemd will not hear from the service", addr, fi.Mode())
+		}
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return fmt.Errorf("systemd: NOTIFY_SOCKET=%s: %w: systemd will not hear from the service", addr, err)
+	}
+	c.Close()
+	return nil
 }
 
 // String names the hook in the drain's errors.

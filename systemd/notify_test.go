@@ -2,7 +2,6 @@ package systemd_test
 
 import (
 	"context"
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -134,13 +133,13 @@ func TestNotifierReadyReloadingStatus(t *testing.T) {
 func TestNotifierHandOver(t *testing.T) {
 	s := newFakeSystemd(t)
 	n := systemd.NewNotifier(systemd.WithStopBudget(func() time.Duration { return time.Minute }))
-	if err := n.HandOver(4242); err != nil {
+	if err := n.HandOver(4242, "serving on 127.0.0.1:50051 (pid 4242)"); err != nil {
 		t.Fatalf("HandOver(4242) = %v, want nil", err)
 	}
 	m := s.next(t)
-	wantKeys(t, "HandOver", m, "MAINPID")
-	if m["MAINPID"] != "4242" {
-		t.Errorf("HandOver(4242) sent %v, want MAINPID=4242", m)
+	wantKeys(t, "HandOver", m, "MAINPID", "READY", "STATUS")
+	if m["MAINPID"] != "4242" || m["READY"] != "1" || m["STATUS"] != "serving on 127.0.0.1:50051 (pid 4242)" {
+		t.Errorf("HandOver(4242) sent %v, want MAINPID=4242, READY=1 and the status", m)
 	}
 
 	// The drain of a process that handed over says nothing.
@@ -167,7 +166,8 @@ func TestNotifierOutsideSystemd(t *testing.T) {
 		"Ready":     n.Ready("serving"),
 		"Reloading": n.Reloading("upgrading"),
 		"Status":    n.Status("x"),
-		"HandOver":  n.HandOver(1),
+		"HandOver":  n.HandOver(1, "x"),
+		"Check":     n.Check(),
 	} {
 		if err != nil {
 			t.Errorf("%s() without NOTIFY_SOCKET = %v, want nil", name, err)
@@ -300,13 +300,42 @@ func TestNotifierFollowsTheDrain(t *testing.T) {
 	}
 }
 
-func TestNotifierErrorJoinsTheDrain(t *testing.T) {
-	t.Setenv("NOTIFY_SOCKET", filepath.Join(t.TempDir(), "missing"))
-	tr, srv, _, _ := newServer(t)
-	d := drain.New(srv, tr, drain.WithHooks(systemd.NewNotifier()))
-	_, err := d.Drain(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "systemd: notifying") || errors.Is(err, drain.ErrForced) {
-		t.Errorf("Drain() with an unreachable NOTIFY_SOCKET = %v, want the Notifier's error, not forced", err)
+// A NOTIFY_SOCKET that cannot be used: Check says so, naming it, and the
+// drain's result stays clean, its failures going to the error handler.
+func TestNotifierSocketUnusable(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		name, addr, wantErr string
+	}{
+		{name: "missing", addr: filepath.Join(dir, "missing"), wantErr: "no such file or directory"},
+		{name: "directory", addr: dir, wantErr: "not a socket"},
+		{name: "vsock", addr: "vsock:2:1234", wantErr: "AF_VSOCK"},
+		{name: "relative", addr: "notify", wantErr: "neither an absolute path nor an abstract address"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("NOTIFY_SOCKET", tt.addr)
+			var failures []error
+			n := systemd.NewNotifier(systemd.WithErrorHandler(func(err error) { failures = append(failures, err) }))
+			err := n.Check()
+			if err == nil || !strings.Contains(err.Error(), "NOTIFY_SOCKET="+tt.addr) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Check() = %v, want an error naming NOTIFY_SOCKET=%s and saying %q", err, tt.addr, tt.wantErr)
+			}
+			tr, srv, _, _ := newServer(t)
+			d := drain.New(srv, tr, drain.WithHooks(n))
+			if _, err := d.Drain(context.Background()); err != nil {
+				t.Errorf("Drain() = %v, want nil: a notification that fails is not the drain's failure", err)
+			}
+			if len(failures) == 0 || !strings.Contains(failures[0].Error(), "systemd: notifying") {
+				t.Errorf("the error handler got %v, want the failed notifications", failures)
+			}
+		})
+	}
+}
+
+func TestNotifierCheckAccepts(t *testing.T) {
+	newFakeSystemd(t)
+	if err := systemd.NewNotifier().Check(); err != nil {
+		t.Errorf("Check() with a listening NOTIFY_SOCKET = %v, want nil", err)
 	}
 }
 
@@ -317,6 +346,7 @@ func TestOptionsPanic(t *testing.T) {
 	}{
 		{name: "nil budget", opt: func() { systemd.WithStopBudget(nil) }},
 		{name: "negative margin", opt: func() { systemd.WithTimeoutMargin(-time.Second) }},
+		{name: "nil error handler", opt: func() { systemd.WithErrorHandler(nil) }},
 		{name: "nil option", opt: func() { systemd.NewNotifier(nil) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

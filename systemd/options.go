@@ -15,8 +15,9 @@ type optionFunc func(*options)
 func (f optionFunc) apply(o *options) { f(o) }
 
 type options struct {
-	budget func() time.Duration
-	margin time.Duration
+	budget  func() time.Duration
+	margin  time.Duration
+	onError func(error)
 }
 
 // DefaultTimeoutMargin is the margin added to the drain's remaining budget
@@ -53,4 +54,18 @@ func WithTimeoutMargin(d time.Duration) Option {
 		panic(fmt.Sprintf("systemd: WithTimeoutMargin(%v): negative duration", d))
 	}
 	return optionFunc(func(o *options) { o.margin = d })
+}
+
+// WithErrorHandler gives the Notifier a function to call with each message
+// of a drain's event (OnStop) that cannot be sent. OnStop itself returns
+// nil, so that a failure to notify never changes the drain's result; the
+// function is where the program logs it. It is called from OnStop, in the
+// drain's goroutine for hooks. By default such failures are dropped: call
+// Check at start-up to hear of an unusable NOTIFY_SOCKET once, before the
+// drain. It panics if f is nil.
+func WithErrorHandler(f func(error)) Option {
+	if f == nil {
+		panic("systemd: WithErrorHandler: nil function")
+	}
+	return optionFunc(func(o *options) { o.onError = f })
 }
