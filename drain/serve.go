@@ -9,7 +9,10 @@ import (
 )
 
 // Serve serves srv on lis until SIGTERM or SIGINT, then drains it; a second
-// signal during the drain skips straight to the forced stop. A signal within
+// signal during the drain skips straight to the forced stop. A drain that
+// began without a signal (a call of Drain, as after an in-place upgrade)
+// counts the first signal that comes during it as the first: only a second
+// one forces it. A signal within
 // SignalRepeatWindow of the last one counted counts as the same signal. Serve
 // catches the signals from the moment it is called, or uses the Signals
 // given by WithSignals, which may have caught one already: Serve then drains
@@ -53,7 +56,16 @@ func (d *Drainer) Serve(lis net.Listener) error {
 	forceAfter := 1 // signals during the drain before it is forced
 	select {
 	case ev := <-sigs.events:
-		log.LogAttrs(context.Background(), slog.LevelInfo, "signal received, draining", slog.String("signal", ev.sig.String()))
+		d.mu.Lock()
+		began := d.started
+		d.mu.Unlock()
+		msg := "signal received, draining"
+		if began {
+			// The drain began without a signal (Drain was called, as an
+			// upgrade does): this is the first signal, not a second.
+			msg = "signal received during a drain that began without one: the drain goes on, a second signal forces it"
+		}
+		log.LogAttrs(context.Background(), slog.LevelInfo, msg, slog.String("signal", ev.sig.String()))
 	case err := <-served:
 		served <- err
 		d.mu.Lock()

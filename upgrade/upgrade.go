@@ -379,6 +379,11 @@ func (u *Upgrader) refusal() error {
 func (u *Upgrader) WaitForParent(ctx context.Context) error {
 	select {
 	case <-u.parentExited:
+		return nil // even if ctx has ended too
+	default:
+	}
+	select {
+	case <-u.parentExited:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -144,7 +144,7 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgra
 	hooks = append(hooks, stophook.Closer("sqlite", db))
 	hooks = append(hooks, tel.recordHooks...)
 	var d *drain.Drainer
-	notifier := newNotifier(&d)
+	notifier := newNotifier(&d, logger)
 	if cfg.Notify {
 		// Under systemd: registered last, so that systemd hears of each
 		// phase first. The hook also stops the Upgrader as the drain
@@ -171,8 +171,10 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgra
 	upgrades.start(d, notifier, logger)
 	// "serving" is logged at the first Accept: by then Serve handles
 	// SIGTERM and SIGINT, so whoever reads the record may signal at once.
-	return d.Serve(&announcingListener{Listener: lis, announce: func() {
-		upgrades.ready(notifier, logger, lis.Addr(), source)
+	return d.Serve(&announcingListener{Listener: lis, announce: func() error {
+		if err := upgrades.ready(notifier, logger, lis.Addr(), source); err != nil {
+			return err
+		}
 		logger.Info("serving",
 			"addr", lis.Addr().String(),
 			"listener", string(source),
@@ -182,6 +184,7 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgra
 			"otel", cfg.Otel,
 			"drain_budget", d.Budget().String(),
 		)
+		return nil
 	}})
 }
 
@@ -214,14 +217,20 @@ func openStoreUnless(stop context.Context, path string) (*sql.DB, error) {
 	}
 }
 
-// announcingListener calls announce before its first Accept.
+// announcingListener calls announce before its first Accept. If announce
+// fails, Accept returns its error, and Serve with it: the server does not
+// serve.
 type announcingListener struct {
 	net.Listener
 	once     sync.Once
-	announce func()
+	err      error
+	announce func() error
 }
 
 func (l *announcingListener) Accept() (net.Conn, error) {
-	l.once.Do(l.announce)
+	l.once.Do(func() { l.err = l.announce() })
+	if l.err != nil {
+		return nil, l.err
+	}
 	return l.Listener.Accept()
 }

@@ -8,8 +8,10 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/drainkit/drainkit/drain"
 	"github.com/drainkit/drainkit/examples/internal/demoflags"
@@ -45,6 +47,12 @@ type upgrades struct {
 	u       *upgrade.Upgrader // set by listen
 	done    chan struct{}
 	wg      sync.WaitGroup
+
+	mu     sync.Mutex
+	status string        // the server's status line, once it serves; guarded by mu
+	served bool          // Ready succeeded: the server served; guarded by mu
+	budget time.Duration // the drain's budget, once start is called; guarded by mu
+	logger *slog.Logger  // set by start; guarded by mu
 }
 
 // catchUpgrades starts catching SIGHUP, which from now on asks for an
@@ -78,17 +86,31 @@ func (up *upgrades) listen(cfg demoflags.Config) (net.Listener, systemd.Source, 
 	return lis, src, nil
 }
 
-// ready tells the process's parent, in an upgrade, and systemd that the
-// server serves on addr, with a listener from src. A failure is logged: the
-// server serves all the same, and the parent gives the upgrade up at its
-// timeout.
-func (up *upgrades) ready(n *systemd.Notifier, logger *slog.Logger, addr net.Addr, src systemd.Source) {
+// ready tells the process's parent, in an upgrade, and otherwise systemd,
+// that the server serves on addr, with a listener from src. A successor
+// tells systemd nothing: its parent, still the main process of the unit,
+// hands the service over to it (see handOver), which systemd takes under
+// NotifyAccess=main as under NotifyAccess=all. An error (the PID file
+// cannot be written) is returned: the server must not serve, and its
+// parent, in an upgrade, serves on and says why.
+func (up *upgrades) ready(n *systemd.Notifier, logger *slog.Logger, addr net.Addr, src systemd.Source) error {
+	status := fmt.Sprintf("serving on %s (listener: %s, pid %d)", addr, src, os.Getpid())
+	up.mu.Lock()
+	up.status = status
+	up.mu.Unlock()
 	if err := up.u.Ready(); err != nil {
-		logger.Warn("telling the parent process that the server serves", "err", err)
+		return err
 	}
-	if err := n.Ready(fmt.Sprintf("serving on %s (listener: %s)", addr, src)); err != nil {
+	up.mu.Lock()
+	up.served = true
+	up.mu.Unlock()
+	if up.u.HasParent() {
+		return nil
+	}
+	if err := n.Ready(status); err != nil {
 		logger.Warn("telling systemd that the server serves", "err", err)
 	}
+	return nil
 }
 
 // hook returns the stop hook that notifies systemd through n and, when the
@@ -118,6 +140,25 @@ func (h *drainHook) String() string { return h.n.String() }
 // start handles SIGHUP, those caught before included, until stop is
 // called: d is the server's drain, n its Notifier.
 func (up *upgrades) start(d *drain.Drainer, n *systemd.Notifier, logger *slog.Logger) {
+	up.mu.Lock()
+	up.budget, up.logger = d.Budget(), logger
+	up.mu.Unlock()
+	if up.u.HasParent() {
+		// Until the parent exits, SIGHUP is refused: say when it may come.
+		up.wg.Add(1)
+		go func() {
+			defer up.wg.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				<-up.done
+				cancel()
+			}()
+			if up.u.WaitForParent(ctx) == nil {
+				logger.Info("the server this one replaced has exited: it may be upgraded again", "pid", os.Getpid())
+			}
+		}()
+	}
 	up.wg.Add(1)
 	go func() {
 		defer up.wg.Done()
@@ -137,7 +178,7 @@ func (up *upgrades) start(d *drain.Drainer, n *systemd.Notifier, logger *slog.Lo
 					continue
 				}
 				if err := up.u.Upgradable(); err != nil {
-					refused(err, sig, logger)
+					refused(err, sig, n, logger)
 					continue
 				}
 				upgrading = true
@@ -169,6 +210,12 @@ func (up *upgrades) start(d *drain.Drainer, n *systemd.Notifier, logger *slog.Lo
 // the handling of signals to end. From then on SIGHUP is ignored: one that
 // comes while the process exits must not kill it, which systemd would
 // report as a failure.
+//
+// A successor whose parent still drains then waits for the parent's exit,
+// for at most its own drain's budget (the parent's drain, with the same
+// flags, began earlier): under systemd the successor is the main process,
+// and its exit makes systemd send SIGTERM to what is left of the service,
+// which the parent would take as a second signal, forcing its drain.
 func (up *upgrades) stop() {
 	signal.Ignore(syscall.SIGHUP)
 	signal.Stop(up.signals)
@@ -177,7 +224,33 @@ func (up *upgrades) stop() {
 	}
 	close(up.done)
 	up.wg.Wait()
+	up.waitParent()
 }
+
+// waitParent waits for the process that this one replaced to exit, for at
+// most the drain's budget, if this one served: a successor that did not
+// serve never was the main process, and its parent waits for its exit.
+func (up *upgrades) waitParent() {
+	up.mu.Lock()
+	budget, logger, served := up.budget, up.logger, up.served
+	up.mu.Unlock()
+	if up.u == nil || logger == nil || !served || up.u.WaitForParent(expired) == nil {
+		return
+	}
+	logger.Info("waiting for the server this one replaced to finish its drain", "parent_pid", os.Getppid(), "at_most", budget.String())
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
+	defer cancel()
+	if err := up.u.WaitForParent(ctx); err != nil {
+		logger.Warn("the server this one replaced still runs", "err", err)
+	}
+}
+
+// expired is a context that has ended.
+var expired = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // upgraded logs the result of an upgrade, tells systemd, and reports
 // whether the upgrade succeeded: this process must then drain.
@@ -185,11 +258,15 @@ func (up *upgrades) upgraded(err error, n *systemd.Notifier, logger *slog.Logger
 	switch {
 	case errors.Is(err, upgrade.ErrStopped):
 		logger.Info("upgrade abandoned: the server drains", "err", err)
-	case errors.Is(err, upgrade.ErrUpgraded), errors.Is(err, upgrade.ErrNotReady), errors.Is(err, upgrade.ErrInProgress):
-		refused(err, syscall.SIGHUP, logger)
+	case errors.Is(err, upgrade.ErrUpgraded), errors.Is(err, upgrade.ErrNotReady), errors.Is(err, upgrade.ErrInProgress),
+		errors.Is(err, upgrade.ErrPID1), errors.Is(err, upgrade.ErrParentDraining):
+		refused(err, syscall.SIGHUP, n, logger)
 	case err != nil:
 		logger.Warn("upgrade failed: the server serves on", "err", err)
-		if err := n.Ready("serving; the last upgrade failed: " + err.Error()); err != nil {
+		up.mu.Lock()
+		status := up.status
+		up.mu.Unlock()
+		if err := n.Ready(status + "; the last upgrade failed: " + err.Error()); err != nil {
 			logger.Warn("telling systemd that the server serves", "err", err)
 		}
 	default:
@@ -199,8 +276,10 @@ func (up *upgrades) upgraded(err error, n *systemd.Notifier, logger *slog.Logger
 	return false
 }
 
-// refused logs why the upgrade that sig asked for does not start.
-func refused(err error, sig os.Signal, logger *slog.Logger) {
+// refused logs why the upgrade that sig asked for does not start, and puts
+// it in systemd's status line: systemctl reload reports success all the
+// same, since the reload's command (kill -HUP) succeeded.
+func refused(err error, sig os.Signal, n *systemd.Notifier, logger *slog.Logger) {
 	msg := "upgrade refused"
 	switch {
 	case errors.Is(err, upgrade.ErrNotReady):
@@ -209,27 +288,33 @@ func refused(err error, sig os.Signal, logger *slog.Logger) {
 		msg = "upgrade refused: the server was upgraded and drains"
 	case errors.Is(err, upgrade.ErrStopped):
 		msg = "upgrade refused: the server drains"
+	case errors.Is(err, upgrade.ErrPID1):
+		msg = "upgrade refused: the server is PID 1, and its successor would be killed when it exits; restart it instead"
+	case errors.Is(err, upgrade.ErrParentDraining):
+		msg = "upgrade refused: the server this one replaced still drains; reload once it has exited"
 	case errors.Is(err, upgrade.ErrInProgress):
 		msg = "signal during an upgrade, ignored"
 	}
 	logger.Warn(msg, "signal", sig.String(), "err", err)
+	if err := n.Status("reload " + strings.TrimPrefix(msg, "upgrade ")); err != nil {
+		logger.Warn("telling systemd that the upgrade was refused", "err", err)
+	}
 }
 
-// handOver logs that the successor serves, and tells systemd that it
-// serves the service from now on: with -pid-file, this process sends the
-// successor's process ID itself (for NotifyAccess=main); without, the
-// successor's READY=1 carries it (NotifyAccess=all).
+// handOver logs that the successor serves, and tells systemd, from this
+// process, still the unit's main process, that the successor is the main
+// process from now on and serves (MAINPID=, READY=1): before this process
+// drains, so that systemd has read it when it learns of this process's
+// exit.
 func (up *upgrades) handOver(n *systemd.Notifier, logger *slog.Logger) {
 	pid, err := up.u.SuccessorPID()
-	switch {
-	case errors.Is(err, upgrade.ErrNoPIDFile):
-		logger.Info("upgrade: the successor serves, draining")
-	case err != nil:
-		logger.Warn("upgrade: the successor serves, draining; its process ID is unknown", "err", err)
-	default:
+	if err != nil {
+		logger.Warn("upgrade: the successor serves, draining; its process ID is unknown, and systemd will not follow it", "err", err)
+	} else {
 		logger.Info("upgrade: the successor serves, draining", "successor_pid", pid)
 	}
-	if err := n.HandOver(pid); err != nil {
+	status := fmt.Sprintf("serving (pid %d, upgraded from pid %d)", pid, os.Getpid())
+	if err := n.HandOver(pid, status); err != nil {
 		logger.Warn("telling systemd of the successor", "err", err)
 	}
 }
