@@ -48,18 +48,19 @@ type upgrades struct {
 	done    chan struct{}
 	wg      sync.WaitGroup
 
-	mu     sync.Mutex
-	status string        // the server's status line, once it serves; guarded by mu
-	served bool          // Ready succeeded: the server served; guarded by mu
-	budget time.Duration // the drain's budget, once start is called; guarded by mu
-	logger *slog.Logger  // set by start; guarded by mu
+	mu      sync.Mutex
+	status  string        // the server's status line, once it serves; guarded by mu
+	served  bool          // Ready succeeded: the server served; guarded by mu
+	servedC chan struct{} // closed when served is set
+	budget  time.Duration // the drain's budget, once start is called; guarded by mu
+	logger  *slog.Logger  // set by start; guarded by mu
 }
 
 // catchUpgrades starts catching SIGHUP, which from now on asks for an
 // upgrade instead of killing the process. The signals are handled once
 // start is called.
 func catchUpgrades() *upgrades {
-	up := &upgrades{signals: make(chan os.Signal, 4), done: make(chan struct{})}
+	up := &upgrades{signals: make(chan os.Signal, 4), done: make(chan struct{}), servedC: make(chan struct{})}
 	signal.Notify(up.signals, syscall.SIGHUP)
 	return up
 }
@@ -104,6 +105,7 @@ func (up *upgrades) ready(n *systemd.Notifier, logger *slog.Logger, addr net.Add
 	up.mu.Lock()
 	up.served = true
 	up.mu.Unlock()
+	close(up.servedC)
 	if up.u.HasParent() {
 		return nil
 	}
@@ -154,8 +156,13 @@ func (up *upgrades) start(d *drain.Drainer, n *systemd.Notifier, logger *slog.Lo
 				<-up.done
 				cancel()
 			}()
-			if up.u.WaitForParent(ctx) == nil {
+			if up.u.WaitForParent(ctx) != nil {
+				return
+			}
+			select {
+			case <-up.servedC:
 				logger.Info("the server this one replaced has exited: it may be upgraded again", "pid", os.Getpid())
+			case <-up.done:
 			}
 		}()
 	}
