@@ -288,7 +288,7 @@ func (u *fakeUnit) watchAll() {
 
 // checkEmpty makes the unit inactive once no process is left.
 func (u *fakeUnit) checkEmpty() {
-	if u.state == "final-sigterm" && len(unitProcesses()) == 0 {
+	if u.state == "final-sigterm" && len(u.watched) == 0 && len(unitProcesses()) == 0 {
 		u.state = "inactive"
 		u.note("inactive")
 	}

@@ -36,11 +36,14 @@ func reloadAndWait(t *testing.T, u *fakeUnit) (code, successor int) {
 	u.reload()
 	u.waitFor("a new main process, active, and the old one's exit", func() bool {
 		_, exited := u.exits[old]
-		return u.mainPID != old && u.mainPID != 0 && u.state == "active" && exited
+		return len(u.stops) > 0 || u.mainPID != old && u.mainPID != 0 && u.state == "active" && exited
 	})
 	u.mu.Lock()
-	code, successor = u.exits[old], u.mainPID
+	code, successor, stops := u.exits[old], u.mainPID, u.stops
 	u.mu.Unlock()
+	if len(stops) > 0 {
+		t.Fatalf("the unit stopped by itself during the reload of %d: %q", old, stops)
+	}
 	// The successor refuses to be upgraded until it has seen its parent
 	// exit, which it says.
 	if _, err := u.log.waitFor(defaultTestTimeout, "the successor's record of its parent's exit", func(r record) bool {
@@ -148,12 +151,14 @@ func TestUnitReloads(t *testing.T) {
 // flight there: the call finishes, and both servers exit 0. The successor,
 // the main process, exits only after the old server: systemd's final
 // SIGTERM, sent when the main process exits, would be the old server's
-// second signal, forcing its drain. A reload while the old server drains is
+// second signal, forcing its drain. The readiness delay keeps the
+// successor's own drain longer than drain.SignalRepeatWindow, so that the
+// final SIGTERM could not pass for the stop's, delivered twice. A reload while the old server drains is
 // refused, with a record and a status line that say why.
 func TestUnitStopDuringUpgradeDrain(t *testing.T) {
 	const sleep = 3 * time.Second
 	u := newFakeUnit(t, unitConfig{access: "all", args: []string{"-db", dbPath(t), "-addr", "127.0.0.1:1",
-		"-readiness-delay=0s", "-grace=10s", "-cancel-grace=1s", "-force-wait=1s", "-upgrade-timeout=10s"}})
+		"-readiness-delay=500ms", "-grace=10s", "-cancel-grace=1s", "-force-wait=1s", "-upgrade-timeout=10s"}})
 	u.start()
 	old := u.main()
 
