@@ -14,8 +14,9 @@ const systemdSocket = "systemd/drainkit-demo.socket"
 // checkSystemdSocket checks a socket unit against the service it
 // activates: it must pass one listening stream socket (ListenStream=,
 // Accept=no) on the address that the service's -addr names, and the
-// service must be of Type=notify, let its successor in an upgrade notify
-// (NotifyAccess=all) and upgrade on reload (ExecReload sends SIGHUP).
+// service must be of Type=notify, take the main process's notifications
+// (NotifyAccess= other than none: the old server hands the service over to
+// its successor itself) and upgrade on reload (ExecReload sends SIGHUP).
 func checkSystemdSocket(socket, service []byte) error {
 	s, err := parseSystemdUnit(socket)
 	if err != nil {
@@ -56,8 +57,8 @@ func checkSystemdSocket(socket, service []byte) error {
 	if typ, _ := u.last("Service", "Type"); typ != "notify" {
 		return fmt.Errorf("service unit: Type=%s, want notify: the server sends READY=1 once it serves", typ)
 	}
-	if access, _ := u.last("Service", "NotifyAccess"); access != "all" {
-		return fmt.Errorf("service unit: NotifyAccess=%s, want all: the successor in an upgrade sends READY=1 and MAINPID= before it is the main process", access)
+	if access, _ := u.last("Service", "NotifyAccess"); access == "none" {
+		return fmt.Errorf("service unit: NotifyAccess=%s, want main, exec or all: the server sends READY=1, and MAINPID= in an upgrade", access)
 	}
 	if reload, _ := u.last("Service", "ExecReload"); !strings.Contains(reload, "-HUP") || !strings.Contains(reload, "$MAINPID") {
 		return fmt.Errorf("service unit: ExecReload=%s, want kill -HUP $MAINPID: SIGHUP upgrades the server in place", reload)
@@ -87,7 +88,8 @@ func TestCheckSystemdSocket(t *testing.T) {
 		{name: "a connection per process", file: systemdSocket, old: "Accept=no", new: "Accept=yes", wantErr: "Accept=yes"},
 		{name: "no Socket section", file: systemdSocket, old: "[Socket]", new: "[Sockets]", wantErr: "no [Socket] section"},
 		{name: "service of type exec", file: systemdUnit, old: "Type=notify", new: "Type=exec", wantErr: "Type=exec, want notify"},
-		{name: "only the main process notifies", file: systemdUnit, old: "\nNotifyAccess=all\n", new: "\nNotifyAccess=main\n", wantErr: "NotifyAccess=main, want all"},
+		{name: "only the main process notifies", file: systemdUnit, old: "\nNotifyAccess=all\n", new: "\nNotifyAccess=main\n"},
+		{name: "no process notifies", file: systemdUnit, old: "\nNotifyAccess=all\n", new: "\nNotifyAccess=none\n", wantErr: "NotifyAccess=none, want main, exec or all"},
 		{name: "no reload", file: systemdUnit, old: "ExecReload=/bin/kill -HUP $MAINPID", new: "", wantErr: "want kill -HUP $MAINPID"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
