@@ -45,9 +45,29 @@
 // rather than cutting it short. Outside systemd, with NOTIFY_SOCKET unset,
 // every method does nothing and returns nil.
 //
-// After an upgrade has handed the service over to a successor (HandOver),
-// the Notifier of the old process falls silent: its STOPPING=1 would
-// otherwise stop the unit that the successor now serves.
+// An upgrade hands the service over to its successor by systemd's rules
+// (src/core/service.c): when the main process exits outside a stop and no
+// other main process was announced, systemd stops the unit, every process
+// in it included; it reads queued notifications before it handles the
+// exit; and under NotifyAccess=main it drops the messages of every other
+// process. So the old process, still the main one, sends HandOver's
+// MAINPID= of the successor with READY=1 before it begins to drain: systemd
+// follows the successor under NotifyAccess=main as under NotifyAccess=all,
+// whatever the timing of the old process's exit. The successor sends
+// nothing before (examples/server calls Ready only in a process that
+// replaced none). After HandOver the Notifier of the old process falls
+// silent: its STOPPING=1 would otherwise stop the unit that the successor
+// now serves.
+//
+// A message that cannot be sent during a drain (OnStop) goes to the
+// function given by WithErrorHandler and never changes the drain's result:
+// the result tells what happened to the RPCs, and a program that exits
+// with a failure after a clean drain would be marked failed by systemd, or
+// restarted. Check tells at start-up whether NOTIFY_SOCKET can be used.
+//
+// The hint of Listen for a descriptor 3 that is not a socket names what the
+// descriptor is: the Go runtime may hold descriptor 3 itself (a cgroup
+// file) when systemd passed nothing there.
 //
 // The package never installs signal handlers, and logs nothing.
 package systemd

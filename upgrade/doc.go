@@ -9,20 +9,30 @@
 //  1. The process starts its successor, the same executable path with the
 //     same arguments and environment, which finds the listening socket
 //     through Upgrader.Listen and accepts on it beside the old process.
-//  2. The successor calls Upgrader.Ready once it serves. The old process
-//     waits for that for at most the ready timeout (WithReadyTimeout).
-//  3. If the successor reported ready, Upgrade returns nil and the caller
-//     drains the old process (drain.Drainer.Drain). Connections keep
-//     arriving in the socket's backlog all along; the successor accepts
-//     them, and the old process's clients move to it at GOAWAY.
-//  4. If the successor exits first, or the timeout passes (the successor is
-//     then killed), Upgrade returns an error saying why, and the old
-//     process keeps serving as before.
+//     It also passes the successor the write end of a pipe of their own.
+//  2. The successor calls Upgrader.Ready once it serves: Ready writes the
+//     PID file, if any (WithPIDFile), reports its process ID on that pipe,
+//     and only then tells tableflip. If the PID file cannot be written, it
+//     reports why instead, tells tableflip nothing, and returns the error:
+//     the successor is to exit without serving. The old process waits for
+//     the readiness for at most the ready timeout (WithReadyTimeout).
+//  3. If the successor reported ready, Upgrade returns nil, SuccessorPID
+//     returns the successor's process ID, and the caller hands the service
+//     over (under systemd, systemd.Notifier.HandOver) and drains the old
+//     process (drain.Drainer.Drain). Connections keep arriving in the
+//     socket's backlog all along; the successor accepts them, and the old
+//     process's clients move to it at GOAWAY.
+//  4. If the successor exits first (with the reason it reported, if any),
+//     or the timeout passes (the successor is then killed), Upgrade returns
+//     an error saying why, and the old process keeps serving as before.
 //
 // At most one upgrade runs at a time: Upgrade returns ErrNotReady before the
 // process has reported ready itself, ErrInProgress while an upgrade runs,
-// ErrUpgraded once one has succeeded, and ErrStopped after Stop. A successor
-// cannot itself be upgraded before the old process has exited.
+// ErrUpgraded once one has succeeded, ErrStopped after Stop,
+// ErrParentDraining while the process that this one replaced still runs
+// (tableflip starts no successor before; WaitForParent waits for its exit),
+// and ErrPID1 in the first process of a PID namespace, whose exit would
+// make the kernel kill the successor.
 //
 // Stop ends the Upgrader when the process drains for good (on SIGTERM): an
 // upgrade in progress is abandoned and its successor killed, and the
@@ -33,33 +43,37 @@
 // reports ready, Stop and the readiness race (tableflip takes whichever
 // comes first): either the successor is killed, or the upgrade completes
 // and the successor serves on while this process drains. Under systemd with
-// KillMode=control-group, the stop reaches the successor too.
+// KillMode=control-group, the stop reaches the successor too. Stop removes
+// the PID file when it names this process (or a successor that Stop
+// killed): the service ends with it. After an upgrade the file names the
+// successor, and stays.
 //
 // # Under systemd
 //
 // The successor is a child of the old process, which exits after its
 // drain; systemd must then follow the service to the successor. With
-// Type=notify, NotifyAccess=all and ExecReload=/bin/kill -HUP $MAINPID, the
-// successor's READY=1 carries MAINPID= with its own process ID (see
-// systemd.Notifier.Ready), and the old process's notifications fall silent
-// once it has handed over (systemd.Notifier.HandOver), so that its drain's
-// STOPPING=1 does not stop the unit. NotifyAccess=all is needed: the
-// successor notifies before systemd knows it as the main process. With
-// WithPIDFile the old process also reads the successor's process ID from
-// the file (SuccessorPID) and sends MAINPID= itself, and a PIDFile= setting
-// with the same file serves supervisors that follow PID files.
-// KillMode=control-group lets a stop reach every process of the service,
-// the old one still draining after an upgrade included: with
-// KillMode=mixed, systemd would kill it as soon as the successor, now the
-// main process, exits.
+// Type=notify and ExecReload=/bin/kill -HUP $MAINPID, the old process, the
+// main process until then, sends MAINPID= with the successor's process ID
+// and READY=1 before it drains (systemd.Notifier.HandOver), and falls
+// silent: systemd reads that message before it learns of the old process's
+// exit, takes it under NotifyAccess=main as under NotifyAccess=all, and no
+// message of the successor's is sent before and dropped. The successor
+// learns its parent's exit (WaitForParent) and waits for it before its
+// own: when the main process exits, systemd sends SIGTERM to every process
+// left in the unit, which the old process, still draining, would take for
+// a second signal. KillMode=control-group lets a stop reach every process
+// of the service, the old one still draining after an upgrade included:
+// with KillMode=mixed, systemd would kill it as soon as the successor, now
+// the main process, exits. A PIDFile= setting with the file of WithPIDFile
+// serves supervisors that follow PID files.
 //
 // # Under Kubernetes
 //
 // An upgrade is not needed there: a rollout starts new pods beside the old
 // ones, and the drain's readiness delay moves traffic between them. Nor is
 // it to be used: the server is usually the first process of its container,
-// whose exit ends the container, the successor with it. The Upgrader does
-// nothing unless Upgrade is called.
+// whose exit ends the container, the successor with it: Upgrade refuses
+// with ErrPID1 there. The Upgrader does nothing unless Upgrade is called.
 //
 // The package never installs signal handlers and logs nothing.
 package upgrade

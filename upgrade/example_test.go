@@ -19,7 +19,9 @@ import (
 // parent in an upgrade, from systemd, or from listening; Ready is called
 // once the server accepts; on SIGHUP, a successful upgrade drains this
 // process, whose Serve then returns, and a failed one is logged. SIGTERM
-// stops the Upgrader, and Serve drains. (Not run: it starts processes.)
+// stops the Upgrader, and Serve drains. Under systemd, the hand-over to
+// the successor is told to systemd before the drain (see
+// examples/server/upgrade.go). (Not run: it starts processes.)
 func Example() {
 	u, err := upgrade.New(upgrade.WithReadyTimeout(30 * time.Second))
 	if err != nil {
@@ -54,10 +56,20 @@ func Example() {
 		}
 	}()
 	// In a real server, once it accepts connections (see examples/server).
+	// A successor that cannot write its PID file must not serve: its
+	// parent serves on.
 	if err := u.Ready(); err != nil {
 		log.Print(err)
+		return
 	}
 	if err := d.Serve(lis); err != nil {
+		log.Print(err)
+	}
+	// A successor exits after the process it replaced, which may still
+	// drain (see the package documentation).
+	ctx, cancel := context.WithTimeout(context.Background(), d.Budget())
+	defer cancel()
+	if err := u.WaitForParent(ctx); err != nil {
 		log.Print(err)
 	}
 }

@@ -19,17 +19,26 @@
 //	-otel             "none" (default), or "stdout": spans, then metrics at the end of a drain, as JSON on standard output
 //	-log              "text" (default), key=value lines for a terminal, or "json", one object per line
 //	-upgrade-timeout  on SIGHUP, how long to wait for the successor to serve (default 30s)
-//	-pid-file         file to write the process ID to once serving (default none)
+//	-pid-file         file to write the process ID to once serving, removed at the exit (default none)
 //
 // Under systemd with a .socket unit (examples/systemd), it serves the socket
 // systemd passes, and -addr is not used; it notifies systemd (sd_notify)
-// that it serves, that it drains, and of each phase. The drain's hook that
-// notifies systemd is registered only where NOTIFY_SOCKET is set, so that
-// elsewhere its timeout does not count in the drain's budget. On SIGHUP it upgrades
+// that it serves, that it drains, and of each phase, and says at start-up
+// if NOTIFY_SOCKET cannot be used (a failure to notify never changes the
+// drain's result or the exit status). The drain's hook that notifies
+// systemd is registered only where NOTIFY_SOCKET is set, so that elsewhere
+// its timeout does not count in the drain's budget. On SIGHUP it upgrades
 // in place: it starts its successor (the binary at the same path, with the
 // same flags) with the listening socket, waits up to -upgrade-timeout for
-// it to serve, then drains; if the successor fails, it serves on. See
-// upgrade.go for a second SIGHUP, and SIGTERM, during an upgrade.
+// it to serve, tells systemd that the successor is the main process and
+// serves (MAINPID=, READY=1), then drains; if the successor fails (it
+// cannot write the PID file, it exits, it is not ready in time), it serves
+// on and says why. SIGHUP is refused, with a record and a status line that
+// say why, before the server serves, while the server it replaced still
+// drains, and as PID 1 (a container's first process, whose exit would kill
+// the successor). A successor stopped while the server it replaced still
+// drains exits only after it. See upgrade.go for a second SIGHUP, and
+// SIGTERM, during an upgrade.
 //
 // Durations need a unit (10s, not 10) and are at most 1h. -h prints the
 // usage on standard output.
