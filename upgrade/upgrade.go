@@ -82,6 +82,7 @@ type Upgrader struct {
 	upgraded  bool // guarded by mu
 	stopped   bool // guarded by mu
 	successor int  // the process ID the successor reported; guarded by mu
+	reported  bool // this process wrote its report; guarded by mu
 }
 
 // New returns the process's Upgrader. When the process is the successor in
@@ -123,6 +124,17 @@ func New(opts ...Option) (*Upgrader, error) {
 
 // HasParent reports whether the process is the successor in an upgrade.
 func (u *Upgrader) HasParent() bool { return u.tf.HasParent() }
+
+// ParentLearnsPID reports whether the process is the successor of a parent
+// that learns its process ID from Ready, and can therefore hand the service
+// over to it (see SuccessorPID). A parent built with an older version of
+// this package passes no report pipe: its successor must then tell its
+// supervisor itself that it is the main process.
+func (u *Upgrader) ParentLearnsPID() bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.tf.HasParent() && (u.report != nil || u.reported)
+}
 
 // Listen returns the listener for network and addr: the one inherited from
 // the parent in an upgrade, with SourceUpgrade, or else the one that
@@ -199,6 +211,7 @@ func (u *Upgrader) sendReport(what string) {
 	u.mu.Lock()
 	f := u.report
 	u.report = nil
+	u.reported = u.reported || f != nil
 	u.mu.Unlock()
 	if f == nil {
 		return
@@ -251,7 +264,7 @@ func writePIDFile(path string) error {
 	}
 	f, err := os.CreateTemp(dir, name+".*")
 	if err != nil {
-		return fmt.Errorf("upgrade: writing the PID file: %w", err)
+		return fmt.Errorf("upgrade: writing the PID file %s: %w", path, err)
 	}
 	_, err = fmt.Fprintf(f, "%d\n", os.Getpid())
 	if cerr := f.Close(); err == nil {

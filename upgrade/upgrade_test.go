@@ -110,6 +110,7 @@ func upgradeChild(mode string) int {
 	}
 	if u.HasParent() {
 		// The parent waits for this signal before it exits.
+		emit(u, "parent learns the PID", event{Err: strconv.FormatBool(u.ParentLearnsPID())})
 		emit(u, "upgradable while the parent runs", event{Err: errString(u.Upgradable())})
 		syscall.Kill(os.Getppid(), syscall.SIGUSR1)
 		ctx, cancel := context.WithTimeout(context.Background(), childTimeout)
@@ -296,6 +297,9 @@ func TestUpgrade(t *testing.T) {
 	}
 	if e, _ := find(events, "upgradable while the parent runs", true); e.Err != upgrade.ErrParentDraining.Error() {
 		t.Errorf("the successor's Upgradable() while its parent runs = %q, want %v", e.Err, upgrade.ErrParentDraining)
+	}
+	if e, _ := find(events, "parent learns the PID", true); e.Err != "true" {
+		t.Errorf("the successor's ParentLearnsPID() = %s, want true", e.Err)
 	}
 	if e, _ := find(events, "wait for parent", true); e.Err != "" {
 		t.Errorf("the successor's WaitForParent() = %q, want nil", e.Err)

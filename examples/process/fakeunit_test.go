@@ -106,6 +106,11 @@ const (
 // service.
 func newFakeUnit(t *testing.T, cfg unitConfig) *fakeUnit {
 	t.Helper()
+	if probe, _, errno := syscall.Syscall(sysPidfdOpen, uintptr(os.Getpid()), 0, 0); errno == syscall.ENOSYS {
+		t.Skip("no pidfd_open(2) (Linux before 5.3): the fake unit cannot watch its processes")
+	} else if errno == 0 {
+		syscall.Close(int(probe))
+	}
 	becomeSubreaper(t)
 	binaries(t) // built before the unit reaps anything
 	if cfg.reloadTimeout == 0 {

@@ -197,7 +197,9 @@ func TestUnitStopDuringUpgradeDrain(t *testing.T) {
 	if !strings.Contains(rec.str("err"), "still drains") {
 		t.Errorf("the refused reload's record: err %q", rec.str("err"))
 	}
-	u.waitFor("the status line of the refused reload", func() bool { return strings.HasPrefix(u.status, "reload refused: the server this one replaced still drains") })
+	u.waitFor("the status line of the refused reload", func() bool {
+		return strings.HasPrefix(u.status, "reload refused: the server this one replaced still drains")
+	})
 
 	u.stop(sleep + defaultTestTimeout)
 	took := time.Since(sent)
@@ -376,5 +378,25 @@ func TestBadNotifySocket(t *testing.T) {
 				t.Errorf("no record of the failed notifications of the drain")
 			}
 		})
+	}
+}
+
+// A PID file that cannot be written at start-up: the server does not
+// serve, and exits 1 saying why.
+func TestPIDFileFailsAtStart(t *testing.T) {
+	bin, _ := binaries(t)
+	pidFile := filepath.Join(t.TempDir(), "missing", "demo.pid")
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-log", "json", "-db", dbPath(t), "-addr", "127.0.0.1:0", "-pid-file", pidFile)
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Fatalf("exit status %d (%v), want 1; output:\n%s", code, err, out)
+	}
+	if !strings.Contains(string(out), `"msg":"exit"`) || !strings.Contains(string(out), "writing the PID file "+pidFile) {
+		t.Errorf("output:\n%s\nwant an exit record that names the PID file", out)
+	}
+	if strings.Contains(string(out), `"msg":"serving"`) {
+		t.Errorf("the server served; output:\n%s", out)
 	}
 }

@@ -99,6 +99,14 @@ func (up *upgrades) ready(n *systemd.Notifier, logger *slog.Logger, addr net.Add
 	up.mu.Lock()
 	up.status = status
 	up.mu.Unlock()
+	if up.u.HasParent() && !up.u.ParentLearnsPID() {
+		// A parent of an older version, which cannot hand the service
+		// over: this process tells systemd itself, before its parent
+		// learns that it serves (NotifyAccess=all).
+		if err := n.Ready(status); err != nil {
+			logger.Warn("telling systemd that the server serves", "err", err)
+		}
+	}
 	if err := up.u.Ready(); err != nil {
 		return err
 	}
