@@ -385,19 +385,3 @@ func TestUpgradePIDFileFails(t *testing.T) {
 		t.Errorf("Upgradable() after the failed upgrade = %q, want nil", e.Err)
 	}
 }
-
-// dialSuccessor connects to addr and returns the line the server answers,
-// or the error.
-func dialSuccessor(addr string) string {
-	c, err := net.DialTimeout("tcp", addr, childTimeout)
-	if err != nil {
-		return err.Error()
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(childTimeout))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err.Error()
-	}
-	return strings.TrimSpace(line)
-}
