@@ -76,13 +76,15 @@ type fakeUnit struct {
 	notifyState string // the last of READY, RELOADING, STOPPING
 	status      string // the last STATUS=
 	watched     map[int]int
-	exits       map[int]int // the exit status of each process the unit reaped
-	journal     []string    // what happened, for failure messages
-	stops       []string    // unit stops the test did not ask for
-	dropped     []string    // messages NotifyAccess=main dropped
-	failures    []string    // reloads that failed
-	mainChanges int         // changes of the main process by MAINPID=
-	adoptions   int         // changes of the main process by the PID file
+	exits       map[int]int       // the exit status of each process the unit reaped
+	journal     []string          // what happened, for failure messages
+	stops       []string          // unit stops the test did not ask for
+	dropped     []string          // messages NotifyAccess=main dropped
+	failures    []string          // reloads that failed
+	mainChanges int               // changes of the main process by MAINPID=
+	handedAt    map[int]time.Time // when MAINPID= replaced each former main process
+	leads       []time.Duration   // from each MAINPID= to the exit of the main process it replaced
+	adoptions   int               // changes of the main process by the PID file
 	stopAsked   bool
 }
 
@@ -120,7 +122,7 @@ func newFakeUnit(t *testing.T, cfg unitConfig) *fakeUnit {
 		t: t, cfg: cfg, log: newServerLog(),
 		cmds: make(chan func(), 16), quit: make(chan struct{}), loopDone: make(chan struct{}),
 		changed: make(chan struct{}), state: "inactive",
-		watched: map[int]int{}, exits: map[int]int{},
+		watched: map[int]int{}, exits: map[int]int{}, handedAt: map[int]time.Time{},
 	}
 	u.addr, u.socket = heldSocket(t)
 
@@ -427,6 +429,7 @@ func (u *fakeUnit) message(sender int, text string) {
 		case syscall.Kill(pid, 0) != nil:
 			u.note("MAINPID=%d refused: no such process", pid)
 		default:
+			u.handedAt[u.mainPID] = time.Now()
 			u.setMain(pid, "MAINPID=")
 			u.mainChanges++
 		}
@@ -508,6 +511,9 @@ func (u *fakeUnit) exited(fd int) {
 		u.exits[pid] = code
 	}
 	u.note("process %d exited (status %d)", pid, code)
+	if at, ok := u.handedAt[pid]; ok {
+		u.leads = append(u.leads, time.Since(at))
+	}
 	if pid != u.mainPID {
 		return
 	}

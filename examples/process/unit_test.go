@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -129,6 +130,14 @@ func TestUnitReloads(t *testing.T) {
 				}
 			}
 			checkUnitClean(t, u, 2*unitReloads)
+			u.mu.Lock()
+			leads := slices.Clone(u.leads)
+			u.mu.Unlock()
+			slices.Sort(leads)
+			if len(leads) > 0 {
+				t.Logf("from the MAINPID= of a successor to the old server's exit, over %d reloads: min %v, median %v, max %v",
+					len(leads), leads[0], leads[len(leads)/2], leads[len(leads)-1])
+			}
 
 			u.stop(defaultTestTimeout)
 			u.mu.Lock()
