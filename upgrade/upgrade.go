@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cloudflare/tableflip"
 
@@ -54,9 +55,17 @@ const (
 	// upgrade before its goroutine has taken the readiness in (errNotReady
 	// in tableflip v1.2.3).
 	tableflipNotReady = "process is not ready yet"
-	// maxNotReady bounds the requests Upgrade repeats after that refusal:
-	// each is taken first with even odds.
+	// tableflipParentRunning is the message of its refusal before its
+	// goroutine has taken the parent's exit in.
+	tableflipParentRunning = "parent hasn't exited"
+	// maxNotReady bounds the requests Upgrade repeats after either
+	// refusal: each is taken first with even odds once tableflip's
+	// goroutine can see the event.
 	maxNotReady = 64
+	// notReadyPause is the pause between the last half of those requests,
+	// for a goroutine of tableflip's that has not run yet: at most 32ms in
+	// all.
+	notReadyPause = time.Millisecond
 	// reportName is the name under which the parent passes the successor
 	// the write end of a pipe, on which the successor reports its process
 	// ID and whether it is ready, before it tells tableflip.
@@ -317,14 +326,19 @@ func (u *Upgrader) Upgrade() error {
 	defer r.Close()
 
 	err = u.tf.Upgrade()
-	// tableflip's goroutine takes the readiness that Ready reported and
-	// an upgrade request in either order when both are pending, and then
-	// refuses the request as too early. The process is ready: ask again.
-	for range maxNotReady {
-		if err == nil || err.Error() != tableflipNotReady {
+	// tableflip's goroutine takes the readiness that Ready reported, or
+	// the parent's exit that WaitForParent saw, and an upgrade request in
+	// either order when both are pending, and then refuses the request as
+	// too early. The process is ready and its parent gone: ask again.
+	for i := range maxNotReady {
+		if err == nil || err.Error() != tableflipNotReady && err.Error() != tableflipParentRunning {
 			break
 		}
-		runtime.Gosched()
+		if i < maxNotReady/2 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(notReadyPause)
+		}
 		err = u.tf.Upgrade()
 	}
 

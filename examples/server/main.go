@@ -66,6 +66,9 @@ func run(args []string) int {
 		return exitUsage
 	}
 	err = serve(cfg, logger, sigs, upgrades)
+	// Before the exit record: a successor may wait here for the server it
+	// replaced.
+	upgrades.stop()
 	switch {
 	case err == nil:
 		logger.Info("exit", "code", exitOK)

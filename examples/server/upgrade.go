@@ -43,10 +43,11 @@ import (
 // connections are refused (or, under socket activation, wait for the next
 // process).
 type upgrades struct {
-	signals chan os.Signal
-	u       *upgrade.Upgrader // set by listen
-	done    chan struct{}
-	wg      sync.WaitGroup
+	signals  chan os.Signal
+	u        *upgrade.Upgrader // set by listen
+	done     chan struct{}
+	wg       sync.WaitGroup
+	stopOnce sync.Once
 
 	mu      sync.Mutex
 	status  string        // the server's status line, once it serves; guarded by mu
@@ -231,15 +232,18 @@ func (up *upgrades) start(d *drain.Drainer, n *systemd.Notifier, logger *slog.Lo
 // flags, began earlier): under systemd the successor is the main process,
 // and its exit makes systemd send SIGTERM to what is left of the service,
 // which the parent would take as a second signal, forcing its drain.
+// It may be called more than once.
 func (up *upgrades) stop() {
-	signal.Ignore(syscall.SIGHUP)
-	signal.Stop(up.signals)
-	if up.u != nil {
-		up.u.Stop()
-	}
-	close(up.done)
-	up.wg.Wait()
-	up.waitParent()
+	up.stopOnce.Do(func() {
+		signal.Ignore(syscall.SIGHUP)
+		signal.Stop(up.signals)
+		if up.u != nil {
+			up.u.Stop()
+		}
+		close(up.done)
+		up.wg.Wait()
+		up.waitParent()
+	})
 }
 
 // waitParent waits for the process that this one replaced to exit, for at
