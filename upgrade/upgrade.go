@@ -297,8 +297,11 @@ func writePIDFile(path string) error {
 // upgrade may be tried.
 //
 // It returns ErrNotReady before Ready, ErrInProgress while another upgrade
-// runs, ErrUpgraded after a successful one and ErrStopped after Stop, at
-// once.
+// runs, ErrUpgraded after a successful one, ErrStopped after Stop,
+// ErrPID1 in the first process of a PID namespace and ErrParentDraining
+// while the process that this one replaced still runs, at once. When the
+// successor reported why it could not serve (its PID file), the error says
+// so.
 func (u *Upgrader) Upgrade() error {
 	u.mu.Lock()
 	if err := u.refusal(); err != nil {
@@ -364,7 +367,7 @@ func (u *Upgrader) Upgrade() error {
 
 // Upgradable returns nil if Upgrade, called now, would start a successor,
 // and otherwise the error with which it would refuse: ErrNotReady,
-// ErrInProgress, ErrUpgraded or ErrStopped. It tells a caller what to
+// ErrInProgress, ErrUpgraded, ErrStopped, ErrPID1 or ErrParentDraining. It tells a caller what to
 // announce; the answer may change before Upgrade is called, if another
 // goroutine calls Upgrade, Ready or Stop.
 func (u *Upgrader) Upgradable() error {
