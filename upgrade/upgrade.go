@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cloudflare/tableflip"
@@ -239,16 +238,8 @@ func (u *Upgrader) sendReport(what string) {
 // before it tells tableflip, and tableflip's answer comes after that or
 // after its exit, so whatever it wrote is there to read.
 func readReport(r *os.File) (pid int, failure string, ok bool) {
-	rc, err := r.SyscallConn()
-	if err != nil {
-		return 0, "", false
-	}
 	buf := make([]byte, maxReport)
-	n := 0
-	rc.Read(func(fd uintptr) bool {
-		n, err = syscall.Read(int(fd), buf)
-		return true // never wait: the pipe is non-blocking
-	})
+	n, err := readNow(r, buf)
 	if err != nil || n <= 0 {
 		return 0, "", false
 	}
@@ -472,7 +463,7 @@ func (u *Upgrader) removePIDFile() {
 	if err != nil || pid <= 0 {
 		return
 	}
-	if pid == os.Getpid() || errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) {
+	if pid == os.Getpid() || processGone(pid) {
 		os.Remove(u.o.pidFile)
 	}
 }
