@@ -180,8 +180,12 @@ func TestUpgradeUnderLoad(t *testing.T) {
 			t.Errorf("round %d: failed calls: %d in steady state, %d during the upgrade (e.g. %v), want none", i, steady[i].failed, upgrades[i].failed, upgrades[i].sample)
 		}
 	}
-	if upgradeMedian > 2*steadyMedian {
-		t.Errorf("slowest call during an upgrade (median of %d rounds) %v, want at most twice the steady state's %v", upgradeRounds, upgradeMedian, steadyMedian)
+	// Twice the steady state's, or upgradeSlack above it: on a loaded
+	// machine, a steady state of a few milliseconds doubles from the
+	// scheduler alone.
+	const upgradeSlack = 25 * time.Millisecond
+	if upgradeMedian > 2*steadyMedian && upgradeMedian > steadyMedian+upgradeSlack {
+		t.Errorf("slowest call during an upgrade (median of %d rounds) %v, want at most twice the steady state's %v, or %v above it", upgradeRounds, upgradeMedian, steadyMedian, upgradeSlack)
 	}
 
 	handed := a.log.find(isMsg("upgrade: the successor serves, draining"))
