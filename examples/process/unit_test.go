@@ -196,6 +196,14 @@ func TestUnitStopDuringUpgradeDrain(t *testing.T) {
 	u.waitFor("the successor as main process", func() bool { return u.mainPID != old && u.state == "active" })
 	successor := u.main()
 	u.log.waitFor(defaultTestTimeout, "the old server's Graceful phase", isPhase("Graceful"))
+	// The successor logs "serving" once Ready has returned: from then on a
+	// reload is refused for its parent alone.
+	if _, err := u.log.waitFor(defaultTestTimeout, "the successor's serving record", func(r record) bool {
+		pid, _ := r["pid"].(float64)
+		return r.str("msg") == "serving" && int(pid) == successor
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	// A reload while the old server drains.
 	u.reload()
