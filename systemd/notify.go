@@ -45,9 +45,14 @@ func NewNotifier(opts ...Option) *Notifier {
 }
 
 // Ready tells systemd that the service is ready: READY=1, with MAINPID= set
-// to this process, so that a successor started by an upgrade becomes the
-// main process of its unit (which needs NotifyAccess=all), and STATUS= set to
-// status. It also ends a reload that Reloading started.
+// to this process, and STATUS= set to status. It also ends a reload that
+// Reloading started, when the reload failed. A successor started by an
+// upgrade does not call it: its parent hands the service over to it
+// (HandOver), since under NotifyAccess=main systemd would drop the
+// successor's message, and under NotifyAccess=all it could come after the
+// parent's exit. Only the successor of a parent that cannot hand over
+// calls it, before it tells its parent that it serves, under
+// NotifyAccess=all.
 func (n *Notifier) Ready(status string) error {
 	return n.send("READY=1", "MAINPID="+strconv.Itoa(os.Getpid()), "STATUS="+status)
 }
