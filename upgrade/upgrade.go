@@ -105,10 +105,9 @@ func New(opts ...Option) (*Upgrader, error) {
 		}
 		opt.apply(&o)
 	}
-	// The PID file is the Upgrader's to write, not tableflip's: tableflip
-	// writes it before it reports ready, and does not report ready when
-	// the write fails, so that the parent would kill a successor that
-	// already serves.
+	// The PID file is the Upgrader's to write, not tableflip's: when the
+	// write fails, tableflip says nothing to the parent, which then waits
+	// for its whole ready timeout; Ready tells it at once, and why.
 	tf, err := tableflip.New(tableflip.Options{UpgradeTimeout: o.readyTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("upgrade: %w", err)
