@@ -38,7 +38,8 @@ import (
 //     gives its notify socket priority over SIGCHLD. With PIDFile=, it
 //     first reads the file for a new main process. Otherwise, when the main
 //     process exits outside a stop, the unit stops: every process left gets
-//     SIGTERM.
+//     SIGTERM. (systemd waits for a reload command that still runs before
+//     it stops the unit; the fake does not, which is stricter.)
 //   - A stop (systemctl stop, KillMode=control-group) sends SIGTERM to every
 //     process of the unit; when the main process has exited, it sends a
 //     final SIGTERM to every process left, and the unit is inactive once
