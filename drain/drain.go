@@ -133,7 +133,7 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	d.sleep(d.o.readinessDelay)
 
 	clean := false
-	var graceful chan struct{} // closed when GracefulStop returns
+	var graceful chan struct{} // closed when GracefulStop returns; nil until it is called
 	var idleSince time.Time    // when the Graceful phase saw no handler running
 	if d.skipped() {
 		ph.skip(stophook.Graceful, d.skipReason())
@@ -143,21 +143,21 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		d.t.RejectLongLived(ErrDraining)
 		r.Cancelled += d.t.CancelLongLived(ErrDraining)
 		goAway := hooks.send(stophook.Graceful, &r, d.t.InFlight())
+		calm := true // GracefulStop cuts no call
 		if d.t.ServedHTTP() {
 			// GracefulStop closes the transports of ServeHTTP at once,
 			// cutting their calls. There, GOAWAY comes from the HTTP
 			// server's own shutdown, started by a hook: wait for the
-			// hooks, then for the calls, before GracefulStop.
-			d.wait(time.Until(deadline), goAway)
+			// hooks, then for the calls, before GracefulStop, which
+			// waits for the Cancel phase if calls outlive the grace
+			// period.
+			calm = d.wait(time.Until(deadline), goAway)
 		}
 		d.quiesce(deadline)
-		graceful = make(chan struct{})
-		go func() {
-			d.srv.GracefulStop()
-			d.stopOnce.Do(func() { close(d.serverStopped) })
-			close(graceful)
-		}()
-		clean, idleSince = d.waitUnder(d.skipCtx, time.Until(deadline), graceful)
+		if calm {
+			graceful = d.gracefulStop()
+			clean, idleSince = d.waitUnder(d.skipCtx, time.Until(deadline), graceful)
+		}
 	}
 
 	switch {
@@ -165,14 +165,25 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		ph.skip(stophook.Cancel, "every RPC finished within the grace period")
 	case d.skipped():
 		ph.skip(stophook.Cancel, d.skipReason())
-	case d.t.InFlight() == 0:
+	case d.t.InFlight() == 0 && graceful != nil:
 		ph.skip(stophook.Cancel, "no RPC left to cancel")
 	default:
 		ph.enter(stophook.Cancel, d.o.cancelGrace)
+		deadline := time.Now().Add(d.o.cancelGrace)
 		d.t.Reject(ErrDraining)
 		r.Cancelled += d.t.CancelAll(ErrDraining)
 		hooks.send(stophook.Cancel, &r, d.t.InFlight())
-		clean = d.wait(d.o.cancelGrace, graceful)
+		if graceful == nil {
+			// Served through ServeHTTP, with calls past the grace
+			// period: once they have ended, GracefulStop cuts none.
+			var idle bool
+			if idle, idleSince = d.waitUnder(d.skipCtx, d.o.cancelGrace, nil); idle {
+				graceful = d.gracefulStop()
+			}
+		}
+		if graceful != nil {
+			clean = d.wait(time.Until(deadline), graceful)
+		}
 	}
 
 	if clean {
@@ -226,6 +237,18 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	}
 	d.o.logger.LogAttrs(ctx, level, "drain finished", slog.Any("report", r))
 	return r, errors.Join(errs...)
+}
+
+// gracefulStop calls GracefulStop on a goroutine of its own, and returns
+// a channel closed when it returns.
+func (d *Drainer) gracefulStop() chan struct{} {
+	graceful := make(chan struct{})
+	go func() {
+		d.srv.GracefulStop()
+		d.stopOnce.Do(func() { close(d.serverStopped) })
+		close(graceful)
+	}()
+	return graceful
 }
 
 // quiesce stops the listeners that Serve serves from accepting, and waits,

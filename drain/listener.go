@@ -25,6 +25,16 @@ const acceptSettle = 100 * time.Millisecond
 // systemd holds the socket too, connections arriving from then on wait in
 // its backlog for the next process rather than being accepted only to be
 // reset.
+//
+// The wrapped listener's Accept runs on a goroutine of the drainListener's
+// own, so that grpc's Accept returns the moment the drain stops accepting,
+// whatever the wrapped Accept does: a listener that reads a preamble from
+// each connection inside Accept (the PROXY protocol) may wait on a client
+// that sends nothing, and closing the listener does not end that wait.
+// grpc's GracefulStop and Stop wait for its Accept to return before they
+// touch a connection, so no wait of the drain depends on the wrapped
+// Accept. A connection that the wrapped Accept returns once the drain has
+// stopped accepting is closed, as grpc closes one accepted as it stops.
 type drainListener struct {
 	net.Listener
 
@@ -33,47 +43,97 @@ type drainListener struct {
 	closeInnerOnce sync.Once
 	innerErr       error // the error of closing the wrapped listener
 
-	// acceptMu is held while the listener's own Accept runs, so that
-	// stopAccepting can wait for one it has interrupted.
-	acceptMu sync.Mutex
+	startOnce sync.Once
+	accepted  chan acceptResult // from the accepting goroutine to Accept
+	failed    chan struct{}     // closed when the wrapped Accept has failed for good
+	failure   error             // set before failed is closed
+
+	stopOnce sync.Once
+	stop     chan struct{} // closed by stopAccepting
 
 	mu       sync.Mutex
 	stopping bool      // guarded by mu
-	last     time.Time // when Accept last returned a connection; guarded by mu
+	last     time.Time // when the wrapped Accept last returned a connection; guarded by mu
+}
+
+type acceptResult struct {
+	c   net.Conn
+	err error // a temporary error, which grpc retries
 }
 
 func newDrainListener(lis net.Listener) *drainListener {
-	return &drainListener{Listener: lis, closed: make(chan struct{})}
+	return &drainListener{
+		Listener: lis,
+		closed:   make(chan struct{}),
+		accepted: make(chan acceptResult),
+		failed:   make(chan struct{}),
+		stop:     make(chan struct{}),
+	}
 }
 
 // Accept returns the next connection, until stopAccepting is called: then
 // it waits for Close and returns net.ErrClosed.
 func (l *drainListener) Accept() (net.Conn, error) {
+	l.startOnce.Do(func() { go l.acceptLoop() })
+	select {
+	case r := <-l.accepted:
+		return r.c, r.err
+	case <-l.failed:
+		if l.isStopping() {
+			// The error of a listener that stopAccepting closed.
+			break
+		}
+		return nil, l.failure
+	case <-l.stop:
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+// acceptLoop calls the wrapped Accept and hands what it returns to Accept,
+// until it fails for good or the listener stops accepting.
+func (l *drainListener) acceptLoop() {
 	for {
-		if l.isStopping() {
-			<-l.closed
-			return nil, net.ErrClosed
-		}
-		l.acceptMu.Lock()
-		if l.isStopping() {
-			l.acceptMu.Unlock()
-			continue
-		}
 		c, err := l.Listener.Accept()
 		if err == nil {
 			l.mu.Lock()
-			l.last = time.Now()
-			l.mu.Unlock()
-		}
-		l.acceptMu.Unlock()
-		if err != nil {
-			if l.isStopping() {
-				continue // interrupted by stopAccepting
+			stopping := l.stopping
+			if !stopping {
+				l.last = time.Now()
 			}
-			return nil, err
+			l.mu.Unlock()
+			if stopping {
+				c.Close()
+				return
+			}
+		} else if !isTemporary(err) {
+			l.failure = err
+			close(l.failed)
+			return
 		}
-		return c, nil
+		select {
+		case l.accepted <- acceptResult{c: c, err: err}:
+		case <-l.stop:
+			if c != nil {
+				c.Close()
+			}
+			return
+		case <-l.closed:
+			if c != nil {
+				c.Close()
+			}
+			return
+		}
 	}
+}
+
+// isTemporary reports whether grpc's Serve retries after err, as it does
+// after an error whose Temporary method returns true.
+func isTemporary(err error) bool {
+	t, ok := err.(interface{ Temporary() bool })
+	return ok && t.Temporary()
 }
 
 func (l *drainListener) isStopping() bool {
@@ -83,20 +143,18 @@ func (l *drainListener) isStopping() bool {
 }
 
 // stopAccepting makes Accept stop taking connections: it closes the
-// wrapped listener, which ends an Accept in progress, waits for that Accept
-// to return, and returns when grpc will surely have taken up the connection
-// accepted last.
+// wrapped listener, which ends a wrapped Accept waiting on the socket,
+// and returns at once when grpc will surely have taken up the connection
+// accepted last. It waits for nothing: an Accept in progress returns at
+// once, and the wrapped one is left to return on its own.
 func (l *drainListener) stopAccepting() time.Time {
 	l.mu.Lock()
 	l.stopping = true
+	last := l.last
 	l.mu.Unlock()
+	l.stopOnce.Do(func() { close(l.stop) })
 	l.closeInner()
-	l.acceptMu.Lock()
-	//lint:ignore SA2001 waits for the interrupted Accept to return
-	l.acceptMu.Unlock()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.last.Add(acceptSettle)
+	return last.Add(acceptSettle)
 }
 
 func (l *drainListener) closeInner() error {

@@ -2,6 +2,8 @@ package interceptors
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -9,10 +11,186 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// serverStream gives a stream handler the Tracker's context, and ends the
+// stream when the handler waits in RecvMsg or SendMsg after the Tracker
+// cancelled it (see "How streams end" in the package documentation).
+//
+// Only two things write on a stream: the handler's goroutines, through
+// this wrapper, and the Tracker, to free a handler that waits in RecvMsg or
+// SendMsg, which nothing else can wake. mu orders the two. The Tracker
+// writes the status under mu, and only while the handler runs. On grpc's
+// own transport, a SendMsg sends the stream's headers under mu before its
+// first message, so that the status never overtakes headers that a
+// message then follows; the message itself is sent outside mu, where flow
+// control may hold it until the status frees it. Through ServeHTTP, where
+// grpc marks the headers sent and writes them in two steps, a SendMsg
+// holds mu throughout: it returns as soon as the HTTP handler's goroutine
+// has taken its message, which the status would have to wait for anyway.
+type serverStream struct {
+	grpc.ServerStream
+	ctx       context.Context
+	serveHTTP bool // the call arrived through grpc.Server.ServeHTTP
+
+	// ending is the status the stream ends with once the Tracker has
+	// cancelled it; inside counts the handler's goroutines in RecvMsg or
+	// SendMsg. The Tracker sets ending, then ends the stream if inside is
+	// above 0; RecvMsg and SendMsg count themselves in, then refuse to run
+	// if ending is set. Whichever comes second sees the other, so a
+	// handler never waits in either once the stream is cancelled.
+	ending atomic.Pointer[status.Status]
+	inside atomic.Int32
+	// refused is set once RecvMsg or SendMsg has returned ending's error
+	// instead of running.
+	refused atomic.Bool
+	// headerSent is set once a SendMsg or SendHeader has sent the headers,
+	// on grpc's own transport.
+	headerSent atomic.Bool
+
+	mu       sync.Mutex
+	ended    bool // the Tracker wrote ending as the stream's status; guarded by mu
+	returned bool // the handler has returned: the Tracker writes no more; guarded by mu
+}
+
+func (s *serverStream) Context() context.Context { return s.ctx }
+
+func (s *serverStream) RecvMsg(m any) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.inside.Add(-1)
+	return s.ServerStream.RecvMsg(m)
+}
+
+func (s *serverStream) SendMsg(m any) error {
+	if err := s.enter(); err != nil {
+		return err
+	}
+	defer s.inside.Add(-1)
+	if s.serveHTTP {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.ended {
+			return s.ending.Load().Err()
+		}
+		return s.ServerStream.SendMsg(m)
+	}
+	if !s.headerSent.Load() {
+		if err := s.sendHeader(); err != nil {
+			return err
+		}
+	}
+	return s.ServerStream.SendMsg(m)
+}
+
+// sendHeader sends the headers ahead of the first message, as grpc would
+// with it, unless the Tracker has ended the stream.
+func (s *serverStream) sendHeader() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return s.ending.Load().Err()
+	}
+	if !s.headerSent.Load() {
+		// An error means the handler sent the headers already, through
+		// grpc.SendHeader, or the stream is done: SendMsg then fails
+		// on its own.
+		s.ServerStream.SendHeader(nil)
+		s.headerSent.Store(true)
+	}
+	return nil
+}
+
+// SendHeader sends the headers, unless the Tracker has ended the stream:
+// it is ordered with the Tracker's write of the status as SendMsg is.
+func (s *serverStream) SendHeader(md metadata.MD) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return s.ending.Load().Err()
+	}
+	err := s.ServerStream.SendHeader(md)
+	if !s.serveHTTP {
+		s.headerSent.Store(true)
+	}
+	return err
+}
+
+// enter counts a RecvMsg or SendMsg in, unless the stream is cancelled:
+// then it returns the status the stream ends with, and leaves the status
+// to be written when the handler returns, on the handler's goroutine,
+// with the trailers the handler sets meanwhile.
+func (s *serverStream) enter() error {
+	s.inside.Add(1)
+	if st := s.ending.Load(); st != nil {
+		s.inside.Add(-1)
+		s.refused.Store(true)
+		return st.Err()
+	}
+	return nil
+}
+
+// cancel sets the status the stream ends with, unless one is set already:
+// from now on RecvMsg and SendMsg refuse to run. It is called before the
+// handler's context is cancelled, so that a handler woken by its context
+// cannot send a message after its cancellation.
+func (s *serverStream) cancel(st *status.Status) {
+	s.ending.CompareAndSwap(nil, st)
+}
+
+// endIfWaiting ends the stream, once cancel has been called, if the
+// handler waits in RecvMsg or SendMsg. On grpc's own transport it writes
+// the status at once: that queues frames for the connection's writer and
+// does not block. Through ServeHTTP, where the HTTP handler's goroutine
+// writes every frame and may be busy with the client, a goroutine of its
+// own writes it, and ends when the write does or the connection closes.
+func (s *serverStream) endIfWaiting() {
+	if s.inside.Load() == 0 {
+		return
+	}
+	// Looked up here, not when the call begins: the happy path never
+	// needs it.
+	w := streamEnder(s.ServerStream.Context())
+	if w == nil {
+		return // context-only cancellation: the handler sees its context end
+	}
+	if s.serveHTTP {
+		go s.end(w)
+		return
+	}
+	s.end(w)
+}
+
+// end writes ending as the stream's status, as grpc does when a handler
+// returns, unless the handler has returned, the Tracker has written it
+// already, or grpc has ended the stream itself (its client went away, its
+// deadline passed, or grpc wrote the status of a failed RecvMsg or
+// SendMsg).
+func (s *serverStream) end(w statusWriter) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.returned || s.ended || s.ServerStream.Context().Err() != nil {
+		return
+	}
+	// Through ServeHTTP, an error means that nothing was written: grpc
+	// wrote a status first, or the connection is closed. On grpc's own
+	// transport, it means the connection is closing.
+	s.ended = w.WriteStatus(s.ending.Load()) == nil
+}
+
+// finish is called when the handler returns, and reports whether the
+// Tracker cut the stream short: whether it wrote the status, or refused
+// the handler a RecvMsg or SendMsg. From then on the Tracker writes
+// nothing on the stream; a write in progress has completed.
+func (s *serverStream) finish() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.returned = true
+	return s.ended || s.refused.Load()
+}
+
 // statusWriter is implemented by the ServerTransportStream that grpc-go
 // puts in the context of every call it serves, on its own listeners and
 // through ServeHTTP alike (grpc-go v1.85.0: *transport.ServerStream).
-// SendHeader is part of grpc's ServerTransportStream interface;
 // WriteStatus ends the stream as grpc does when a handler returns: the
 // client receives the status at once, the stream's transport context ends,
 // and the handler's pending RecvMsg and SendMsg return an error. When the
@@ -22,7 +200,6 @@ import (
 // blocked in RecvMsg or SendMsg: those wait on the transport's context, not
 // on the context the Tracker gives the handler.
 type statusWriter interface {
-	SendHeader(metadata.MD) error
 	WriteStatus(*status.Status) error
 }
 
