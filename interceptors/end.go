@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // serverStream gives a stream handler the Tracker's context, and ends the
@@ -171,10 +172,43 @@ func (s *serverStream) end(w statusWriter) {
 	if s.returned || s.ended || s.ServerStream.Context().Err() != nil {
 		return
 	}
-	// Through ServeHTTP, an error means that nothing was written: grpc
-	// wrote a status first, or the connection is closed. On grpc's own
-	// transport, it means the connection is closing.
-	s.ended = w.WriteStatus(s.ending.Load()) == nil
+	st := s.ending.Load()
+	if !s.serveHTTP {
+		// grpc writes the status under the stream's header lock, and
+		// queues its frames before WriteStatus returns. An error means
+		// the connection is closing.
+		s.ended = w.WriteStatus(st) == nil
+		return
+	}
+	// Through ServeHTTP, the HTTP handler's goroutine writes the status
+	// and may still be at it when WriteStatus has returned and the
+	// handler has been woken; with details, it would delete a key from
+	// the stream's trailer map as grpc reads that map for its binary log.
+	// So the details travel as the grpc-status-details-bin trailer, set
+	// here under the header lock, and the status written has none: grpc
+	// sends that trailer with it, and clients rebuild the whole status
+	// from it, as its code is the same.
+	if b, err := proto.Marshal(st.Proto()); err == nil && len(st.Proto().GetDetails()) > 0 {
+		w.SetTrailer(metadata.Pairs(statusDetailsKey, string(b)))
+		st = status.New(st.Code(), st.Message())
+	}
+	// An error means that nothing was written: grpc wrote a status
+	// first, or the connection is closed.
+	s.ended = w.WriteStatus(st) == nil
+}
+
+// statusDetailsKey is the trailer that carries a status's details.
+const statusDetailsKey = "grpc-status-details-bin"
+
+// SetTrailer sets trailer metadata, as grpc's does, unless the Tracker
+// has written the stream's status: then it is dropped, as grpc drops it
+// on its own transport once the status is written.
+func (s *serverStream) SetTrailer(md metadata.MD) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ended {
+		s.ServerStream.SetTrailer(md)
+	}
 }
 
 // finish is called when the handler returns, and reports whether the
@@ -200,6 +234,7 @@ func (s *serverStream) finish() bool {
 // blocked in RecvMsg or SendMsg: those wait on the transport's context, not
 // on the context the Tracker gives the handler.
 type statusWriter interface {
+	grpc.ServerTransportStream
 	WriteStatus(*status.Status) error
 }
 
