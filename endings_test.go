@@ -36,6 +36,9 @@ var (
 	stressFirst   = flag.Int("stress.first", 10000, "streams TestFirstSendStress opens")
 )
 
+// stressTrailer is the trailer the stress tests' handlers set first.
+const stressTrailer = "x-stress"
+
 // stressWorkers is the number of client goroutines of the stress tests.
 const stressWorkers = 8
 
@@ -47,7 +50,8 @@ const rpcIDKey = "x-rpc-id"
 type rpcRecord struct {
 	id   atomic.Value // the RPC's rpcIDKey, a string
 	end  atomic.Pointer[stats.End]
-	late atomic.Int32 // events reported after End
+	late atomic.Int32  // events reported after End
+	done chan struct{} // closed at End
 }
 
 type rpcRecordKey struct{}
@@ -63,7 +67,7 @@ type recordingStats struct {
 func newRecordingStats() *recordingStats { return &recordingStats{rpcs: map[string]*rpcRecord{}} }
 
 func (h *recordingStats) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
-	return context.WithValue(ctx, rpcRecordKey{}, new(rpcRecord))
+	return context.WithValue(ctx, rpcRecordKey{}, &rpcRecord{done: make(chan struct{})})
 }
 func (h *recordingStats) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
 	return ctx
@@ -84,14 +88,21 @@ func (h *recordingStats) HandleRPC(ctx context.Context, s stats.RPCStats) {
 		}
 	case *stats.End:
 		r.end.Store(s)
+		close(r.done)
 	}
 }
 
-// record returns what the handler saw of the RPC named id, or nil.
-func (h *recordingStats) record(id string) *rpcRecord {
+// record returns what the handler saw of the RPC named id, once it has
+// seen its End, or nil if the RPC never reached the server. A client may
+// have its status before grpc reports End.
+func (h *recordingStats) record(t *testing.T, id string) *rpcRecord {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.rpcs[id]
+	r := h.rpcs[id]
+	h.mu.Unlock()
+	if r != nil {
+		receive(t, r.done, "the End of RPC "+id)
+	}
+	return r
 }
 
 // stressOutcome counts how the RPCs of a stress run ended.
@@ -109,7 +120,7 @@ func (o *stressOutcome) String() string {
 
 // check classifies the status err that the client of RPC id got, and
 // compares it with what the stats handler saw.
-func (o *stressOutcome) check(id string, err error, sh *recordingStats) {
+func (o *stressOutcome) check(t *testing.T, id string, err error, sh *recordingStats) {
 	got := status.Convert(err)
 	switch {
 	case got.Code() == codes.OK:
@@ -119,7 +130,7 @@ func (o *stressOutcome) check(id string, err error, sh *recordingStats) {
 	default:
 		o.malformed = append(o.malformed, fmt.Sprintf("RPC %s: %v", id, err))
 	}
-	r := sh.record(id)
+	r := sh.record(t, id)
 	if r == nil || r.end.Load() == nil {
 		o.mismatched = append(o.mismatched, fmt.Sprintf("RPC %s: client %v, no End in the stats handler", id, err))
 		return
@@ -165,6 +176,9 @@ func TestEndingStress(t *testing.T) {
 				sh := newRecordingStats()
 				srv := grpc.NewServer(append(tr.ServerOptions(), grpc.StatsHandler(sh))...)
 				testgrpc.RegisterTestServiceServer(srv, &streamService{output: func(stream testgrpc.TestService_StreamingOutputCallServer) error {
+					// A trailer, so that the stream's trailer map exists
+					// while the stream may be ended.
+					stream.SetTrailer(metadata.Pairs(stressTrailer, "1"))
 					for range 3 {
 						if err := stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: []byte("payload")}}); err != nil {
 							return err
@@ -180,6 +194,7 @@ func TestEndingStress(t *testing.T) {
 				client := testgrpc.NewTestServiceClient(cc)
 
 				errs := make([]error, *stressStreams)
+				var lost atomic.Int64 // RPCs that ended OK without the trailer
 				var next atomic.Int64
 				var wg sync.WaitGroup
 				for range stressWorkers {
@@ -191,6 +206,12 @@ func TestEndingStress(t *testing.T) {
 							stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
 							if err == nil {
 								err = recvAll(stream.Recv).err
+								// A stream ended while grpc's generated handler
+								// reads the request may not have run the
+								// handler: only those that end OK surely did.
+								if err == nil && len(stream.Trailer().Get(stressTrailer)) != 1 {
+									lost.Add(1)
+								}
 							}
 							errs[i] = err
 						}
@@ -218,7 +239,7 @@ func TestEndingStress(t *testing.T) {
 
 				var o stressOutcome
 				for i, err := range errs {
-					o.check(strconv.Itoa(i), err, sh)
+					o.check(t, strconv.Itoa(i), err, sh)
 				}
 				t.Logf("%d streams, %d cancellations: %v", len(errs), n, &o)
 				if len(o.malformed) > 0 {
@@ -229,6 +250,9 @@ func TestEndingStress(t *testing.T) {
 				}
 				if o.late > 0 {
 					t.Errorf("the stats handler saw events after End in %d RPCs, want none", o.late)
+				}
+				if n := lost.Load(); n > 0 {
+					t.Errorf("%d RPCs ended OK without the trailer their handler set", n)
 				}
 				if o.unavailable == 0 {
 					t.Errorf("no stream was ended by CancelAll: the stress tried nothing")
@@ -334,7 +358,7 @@ func TestFirstSendStress(t *testing.T) {
 	checkIdle(t, tr)
 	var o stressOutcome
 	for i, err := range errs {
-		o.check(strconv.Itoa(i), err, sh)
+		o.check(t, strconv.Itoa(i), err, sh)
 	}
 	t.Logf("%d streams: %v", len(errs), &o)
 	if len(o.malformed) > 0 {
