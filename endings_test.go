@@ -310,27 +310,34 @@ func TestEndingStressBinaryLog(t *testing.T) {
 // whose handler sends its first message at once: the Tracker's write of
 // the status races the handler's first SendMsg, which sends the stream's
 // headers. The client must never see a message before headers (a
-// protocol error, codes.Internal) or any status but codes.OK and the
-// Tracker's.
+// protocol error, or a compressed message without an encoding: both
+// codes.Internal) or any status but codes.OK and the Tracker's.
 func TestFirstSendStress(t *testing.T) {
 	tr := interceptors.NewTracker()
 	sh := newRecordingStats()
 	srv := grpc.NewServer(append(tr.ServerOptions(), grpc.StatsHandler(sh))...)
 	testgrpc.RegisterTestServiceServer(srv, &streamService{output: func(stream testgrpc.TestService_StreamingOutputCallServer) error {
-		return stream.Send(&testgrpc.StreamingOutputCallResponse{})
+		return stream.Send(&testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: []byte("payload")}})
 	}})
 	cc := serveBufconn(t, srv)
 	client := testgrpc.NewTestServiceClient(cc)
 	errs := make([]error, *stressFirst)
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range stressWorkers {
+	for w := range stressWorkers {
+		// Half the workers ask for compressed responses: a message sent
+		// ahead of its headers then reads as compressed without an
+		// encoding.
+		var opts []grpc.CallOption
+		if w%2 == 1 {
+			opts = append(opts, grpc.UseCompressor(gzip.Name))
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1)) - 1; i < len(errs); i = int(next.Add(1)) - 1 {
 				ctx := metadata.AppendToOutgoingContext(testContext(t), rpcIDKey, strconv.Itoa(i))
-				stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+				stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{}, opts...)
 				if err == nil {
 					err = recvAll(stream.Recv).err
 				}
