@@ -59,13 +59,31 @@
 //
 // A server mounted with grpc.Server.ServeHTTP (behind an HTTP/2 server,
 // to share its port) gets no GOAWAY from GracefulStop, which closes those
-// transports at once instead, cutting their calls. There GOAWAY comes from
-// the HTTP server's own shutdown, which a hook such as stophook.HTTPServer
-// starts at Graceful. So once the Tracker has seen a call through ServeHTTP,
-// the Graceful phase waits, within the grace period, for the hooks to handle
-// Graceful and then for every tracked call to end, status written, before it
-// calls GracefulStop. A server that serves both its own listeners and
-// ServeHTTP therefore sends GOAWAY on its own listeners later than it could.
+// transports at once instead, cutting their calls (grpc-go v1.82 and
+// later). There GOAWAY comes from the HTTP server's own shutdown, which a
+// hook such as stophook.HTTPServer starts at Graceful. So once the Tracker
+// has seen a call through ServeHTTP, the drain calls GracefulStop only
+// when no tracked call is left, status written: in the Graceful phase,
+// once the hooks have handled Graceful and the calls have ended, within
+// the grace period; otherwise in the Cancel phase, once the calls that
+// outlived the grace period have ended as their handlers decide, with
+// the drain's codes.Unavailable or with their own result. Calls that
+// outlive the cancel grace too are cut by Stop at the forced stop, and the
+// drain is forced. A server that serves both its own listeners and
+// ServeHTTP therefore sends GOAWAY on its own listeners later than it
+// could: at the end of the calls, not at the start of the grace period.
+//
+// The listeners that Serve serves may wrap others, and their Accept may do
+// I/O of its own, as a listener of the PROXY protocol reads a preamble
+// from each connection: a client that connects and sends nothing holds
+// such an Accept for as long as it stays, and closing the listener does
+// not end it. grpc's GracefulStop and Stop wait for Serve's Accept to
+// return before they touch any connection, so Serve runs the wrapped
+// Accept on a goroutine of its own, and grpc's Accept returns the moment
+// the drain stops accepting: the drain's waits stay within Budget, and
+// end at once with the context of Drain, whatever the wrapped listener
+// does. The wrapped Accept is left to return on its own, and a connection
+// it returns then is closed.
 //
 // # Defaults and the budget
 //

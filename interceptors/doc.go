@@ -52,31 +52,73 @@
 // alone does not wake a handler blocked in Recv (a bidi loop, an upload
 // whose client went quiet) or in Send (a client that does not read, holding
 // the stream on flow control). So when CancelAll, CancelLongLived or a
-// stream deadline set by the Tracker cancels a stream, the Tracker also ends
-// the RPC itself if its handler waits in RecvMsg or SendMsg then, or calls
-// either later: it writes the stream's status as grpc does when a handler
-// returns, through the ServerTransportStream that grpc puts in every call's
-// context (its WriteStatus method). The client receives codes.Unavailable
-// with the shutting-down message, or codes.DeadlineExceeded, at once; the
-// handler's pending and later RecvMsg and SendMsg return an error; the
-// handler returns and InFlight falls. Whatever the handler then returns,
-// the interceptor returns the status that was written, so that stats
-// handlers (otelgrpc) and binary logs report what the client got. A handler busy elsewhere when it is cancelled, which returns
-// without touching its stream again, sets the status itself, as a unary
-// handler does: a finite stream that returns nil keeps codes.OK, a
-// long-lived one ends with codes.Unavailable.
+// stream deadline set by the Tracker cancels a stream, the stream's
+// RecvMsg and SendMsg stop running, and the stream ends in one of two
+// ways:
 //
-// This holds on the server's own listeners and through ServeHTTP, with one
-// exception: through ServeHTTP, grpc-go writes every frame of a stream, its
-// status included, on the HTTP handler's goroutine, so a handler blocked in
-// SendMsg on a client that does not read is freed only when the HTTP server
-// closes the connection (stophook.HTTPServer does at the forced stop).
+//   - A handler busy elsewhere, which then calls RecvMsg or SendMsg, gets
+//     at once the status the stream ends with (codes.Unavailable with the
+//     shutting-down message and its details, or codes.DeadlineExceeded)
+//     as their error, and nothing is sent. When it returns, grpc writes
+//     that status, on the handler's own goroutine, with every trailer the
+//     handler set, those it set after the failed call included.
+//   - A handler waiting in RecvMsg or SendMsg when it is cancelled can be
+//     freed only by ending the RPC itself: the Tracker writes the status
+//     as grpc does when a handler returns, through the
+//     ServerTransportStream that grpc puts in every call's context (its
+//     WriteStatus method). The client receives it at once, with the
+//     trailers the handler set before; the handler's pending and later
+//     RecvMsg and SendMsg fail; trailers it sets from then on are dropped,
+//     as grpc drops them once a status is written (through ServeHTTP, one
+//     set with grpc.SetTrailer at once may still arrive).
 //
-// The Tracker writes the stream's headers, if they have not gone, and its
-// status from the goroutine that cancels it, while the handler may be in
-// SendMsg: grpc-go's transport locks both. One field it reads is not locked:
-// a handler that calls grpc.SetSendCompressor while its stream is being
-// cancelled races with that write.
+// Either way, whatever the handler then returns, the interceptor returns
+// that status, so that stats handlers (otelgrpc) and binary logs report
+// what the client got. A handler busy elsewhere when it is cancelled,
+// which returns without touching its stream again, sets the status itself,
+// as a unary handler does: a finite stream that returns nil keeps
+// codes.OK, a long-lived one ends with codes.Unavailable.
+//
+// The Tracker writes only while the handler runs, and never at the same
+// time as the handler's own writes, so that no response is malformed and
+// grpc's maps of the stream are never written while grpc reads them: the
+// stream wrapper orders its SendMsg and SendHeader with the Tracker's
+// write by a lock of its own, and the interceptor takes that lock before
+// it returns, so that a write in progress completes first and none
+// follows. What differs between grpc-go's two transports:
+//
+//   - On the server's own listeners, grpc writes the status under the
+//     stream's header lock and queues its frames before WriteStatus
+//     returns. grpc marks a stream's headers sent before it queues them,
+//     so a first message sent at that moment could overtake them; the
+//     wrapper's SendMsg therefore sends the headers, under its lock,
+//     before the first message, as grpc would with it, and sends the
+//     message outside it, where flow control may hold it until the status
+//     frees it. A handler blocked in SendMsg on a client that does not
+//     read is ended at once.
+//   - Through ServeHTTP, grpc-go writes every frame on the HTTP handler's
+//     goroutine, marking headers sent and writing them in two steps, so
+//     the wrapper holds its lock for the whole of SendMsg (which returns
+//     once that goroutine has taken its message) and the Tracker writes
+//     from a goroutine of its own, which ends when the write does or the
+//     connection closes. That goroutine finishes writing after
+//     WriteStatus returns, so the status is written without details, and
+//     its details travel as the grpc-status-details-bin trailer: clients
+//     rebuild the same status from it. A handler blocked in SendMsg on a
+//     client that does not read is freed only when the HTTP server closes
+//     the connection (stophook.HTTPServer does at the forced stop).
+//
+// What the lock cannot cover, as it goes around the stream wrapper:
+// through ServeHTTP, a handler that sends its headers with
+// grpc.SendHeader(ctx, md) from one goroutine while another waits in
+// RecvMsg, at the moment the stream is ended, may have its headers and
+// the status written out of order, as it may with grpc's own status of a
+// failed RecvMsg; and on either transport, a status that grpc writes
+// itself (a RecvMsg that fails on a malformed message, a client deadline)
+// in the same instant as the Tracker's may reach the client while stats
+// handlers see the Tracker's. A handler that calls grpc.SetSendCompressor
+// while its stream is being cancelled races with grpc's reading of the
+// compressor, as it would with any write.
 //
 // WriteStatus is exported by grpc-go's transport but is not part of its
 // stable API. The Tracker finds it with a type assertion, and EndsStreams
