@@ -2,6 +2,7 @@ package interceptors
 
 import (
 	"context"
+	"io"
 	"sync"
 	"sync/atomic"
 
@@ -47,9 +48,10 @@ type serverStream struct {
 	// on grpc's own transport.
 	headerSent atomic.Bool
 
-	mu       sync.Mutex
-	ended    bool // the Tracker wrote ending as the stream's status; guarded by mu
-	returned bool // the handler has returned: the Tracker writes no more; guarded by mu
+	mu        sync.Mutex
+	ended     bool // the Tracker wrote ending as the stream's status; guarded by mu
+	grpcEnded bool // a RecvMsg or SendMsg failed, and grpc wrote its status; guarded by mu
+	returned  bool // the handler has returned: the Tracker writes no more; guarded by mu
 }
 
 func (s *serverStream) Context() context.Context { return s.ctx }
@@ -59,7 +61,11 @@ func (s *serverStream) RecvMsg(m any) error {
 		return err
 	}
 	defer s.inside.Add(-1)
-	return s.ServerStream.RecvMsg(m)
+	err := s.ServerStream.RecvMsg(m)
+	if err != nil && err != io.EOF {
+		s.failed()
+	}
+	return err
 }
 
 func (s *serverStream) SendMsg(m any) error {
@@ -73,14 +79,31 @@ func (s *serverStream) SendMsg(m any) error {
 		if s.ended {
 			return s.ending.Load().Err()
 		}
-		return s.ServerStream.SendMsg(m)
+		err := s.ServerStream.SendMsg(m)
+		if err != nil {
+			s.grpcEnded = true
+		}
+		return err
 	}
 	if !s.headerSent.Load() {
 		if err := s.sendHeader(); err != nil {
 			return err
 		}
 	}
-	return s.ServerStream.SendMsg(m)
+	err := s.ServerStream.SendMsg(m)
+	if err != nil {
+		s.failed()
+	}
+	return err
+}
+
+// failed records that grpc has written the status of a RecvMsg or
+// SendMsg that failed, or found the stream ended: the Tracker then writes
+// none.
+func (s *serverStream) failed() {
+	s.mu.Lock()
+	s.grpcEnded = true
+	s.mu.Unlock()
 }
 
 // sendHeader sends the headers ahead of the first message, as grpc would
@@ -110,7 +133,7 @@ func (s *serverStream) SendHeader(md metadata.MD) error {
 		return s.ending.Load().Err()
 	}
 	err := s.ServerStream.SendHeader(md)
-	if !s.serveHTTP {
+	if err == nil && !s.serveHTTP {
 		s.headerSent.Store(true)
 	}
 	return err
@@ -169,7 +192,7 @@ func (s *serverStream) endIfWaiting() {
 func (s *serverStream) end(w statusWriter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.returned || s.ended || s.ServerStream.Context().Err() != nil {
+	if s.returned || s.ended || s.grpcEnded || s.ServerStream.Context().Err() != nil {
 		return
 	}
 	st := s.ending.Load()
