@@ -116,7 +116,11 @@
 // failed RecvMsg; and on either transport, a status that grpc writes
 // itself (a RecvMsg that fails on a malformed message, a client deadline)
 // in the same instant as the Tracker's may reach the client while stats
-// handlers see the Tracker's. A handler that calls grpc.SetSendCompressor
+// handlers see the Tracker's. Through ServeHTTP, a stream whose handler
+// set a grpc-status-details-bin trailer of its own (a gateway relaying its
+// downstream trailer) and that the Tracker ends while it waits reaches its
+// client with the Tracker's code and message but without details, as two
+// such trailers cancel each other out. A handler that calls grpc.SetSendCompressor
 // while its stream is being cancelled races with grpc's reading of the
 // compressor, as it would with any write.
 //
