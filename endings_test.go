@@ -30,7 +30,7 @@ import (
 
 // The sizes of the stress tests: small enough for CI under -race on two
 // shared cores, and larger on demand, as in
-// go test -race -run 'Stress' -stress.streams=20000 -stress.first=100000 .
+// go test -race -run 'Stress' -stress.streams=3000 -stress.first=10000 .
 var (
 	stressStreams = flag.Int("stress.streams", 500, "finite streams each run of TestEndingStress opens (3000 in BENCHMARKS.md)")
 	stressFirst   = flag.Int("stress.first", 2000, "streams TestFirstSendStress opens (10000 in BENCHMARKS.md)")
