@@ -294,3 +294,57 @@ func TestDrainBlockingAccept(t *testing.T) {
 		})
 	}
 }
+
+// TestServeHTTPStreamBlockedInSend drains a server mounted with ServeHTTP
+// while a stream's handler is held in Send by a client that reads nothing.
+// Through ServeHTTP, only closing the connection frees it: the drain must
+// stay within its budget, cut the stream at the forced stop and say so,
+// and leave no goroutine behind (goleak checks).
+func TestServeHTTPStreamBlockedInSend(t *testing.T) {
+	tr := interceptors.NewTracker()
+	srv := grpc.NewServer(tr.ServerOptions()...)
+	testgrpc.RegisterTestServiceServer(srv, blockedSender{})
+	t.Cleanup(srv.Stop)
+	hs, cc := serveH2C(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	stream, err := testgrpc.NewTestServiceClient(cc).StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatalf("StreamingOutputCall() = %v", err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatalf("Recv() = %v, want the first message", err)
+	}
+	// The client reads no more: whether the handler is held in Send
+	// already or only once the flow-control windows are full, nothing
+	// but the end of its connection frees it.
+
+	d := drain.New(srv, tr, drain.WithGracePeriod(100*time.Millisecond), drain.WithCancelGrace(100*time.Millisecond),
+		drain.WithForceWait(500*time.Millisecond), drain.WithHooks(stophook.HTTPServer(hs)))
+	begun := time.Now()
+	r, err := d.Drain(context.Background())
+	if took, budget := time.Since(begun), d.Budget(); took > budget+time.Second {
+		t.Errorf("Drain() took %v, want within its budget of %v", took, budget)
+	}
+	if !r.Forced || !errors.Is(err, drain.ErrForced) {
+		t.Errorf("Drain() = forced %t, %v; want forced: the stream was cut", r.Forced, err)
+	}
+	if len(r.Leaked) != 0 {
+		t.Errorf("Drain() leaked %v, want the handler freed by the closed connection", r.Leaked)
+	}
+}
+
+// blockedSender is a TestService whose StreamingOutputCall sends 64 KiB
+// messages until Send fails.
+type blockedSender struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func (blockedSender) StreamingOutputCall(_ *testgrpc.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
+	msg := &testgrpc.StreamingOutputCallResponse{Payload: &testgrpc.Payload{Body: make([]byte, 64<<10)}}
+	for {
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+	}
+}
