@@ -120,9 +120,9 @@
 // set a grpc-status-details-bin trailer of its own (a gateway relaying its
 // downstream trailer) and that the Tracker ends while it waits reaches its
 // client with the Tracker's code and message but without details, as two
-// such trailers cancel each other out. A handler that calls grpc.SetSendCompressor
-// while its stream is being cancelled races with grpc's reading of the
-// compressor, as it would with any write.
+// such trailers cancel each other out. A handler that calls
+// grpc.SetSendCompressor while its stream is being cancelled races with
+// grpc's reading of the compressor, as it would with any write.
 //
 // WriteStatus is exported by grpc-go's transport but is not part of its
 // stable API. The Tracker finds it with a type assertion, and EndsStreams
