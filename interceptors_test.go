@@ -1127,7 +1127,10 @@ func TestCalls(t *testing.T) {
 	}
 	checkShuttingDown(t, "StreamingOutputCall", receive(t, dones[2], "StreamingOutputCall result").err, nil)
 	checkShuttingDown(t, "Watch", receive(t, dones[3], "Watch result").err, nil)
-	calls = tr.Calls()
+	// A handler still in Send when it was cancelled has its stream ended
+	// by the Tracker, and may return a moment after its client has the
+	// status.
+	calls = waitCalls(t, tr, 2)
 	if len(calls) != 2 || calls[0].Method != unaryMethod || calls[1].Method != duplexMethod {
 		t.Errorf("Calls() after CancelLongLived = %+v, want the unary call and the stream", calls)
 	}
@@ -1138,6 +1141,20 @@ func TestCalls(t *testing.T) {
 		}
 	}
 	checkIdle(t, tr)
+}
+
+// waitCalls waits, up to defaultTestTimeout, for tr to track n calls, and
+// returns them. No event marks a handler's return, so it looks again every
+// millisecond.
+func waitCalls(t *testing.T, tr *interceptors.Tracker, n int) []interceptors.Call {
+	t.Helper()
+	deadline := time.Now().Add(defaultTestTimeout)
+	calls := tr.Calls()
+	for len(calls) != n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+		calls = tr.Calls()
+	}
+	return calls
 }
 
 func TestWait(t *testing.T) {
