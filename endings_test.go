@@ -488,7 +488,8 @@ func TestTrailersOfEndedStreams(t *testing.T) {
 				recvd := make(chan struct{}, 1)
 				proceed := make(chan struct{})
 				recvs := make(chan int, 2)
-				srv := grpc.NewServer(append(tr.ServerOptions(), grpc.ChainStreamInterceptor(countRecvs(recvs)))...)
+				// countRecvs comes first, outside the Tracker's wrapper.
+				srv := grpc.NewServer(append([]grpc.ServerOption{grpc.ChainStreamInterceptor(countRecvs(recvs))}, tr.ServerOptions()...)...)
 				testgrpc.RegisterTestServiceServer(srv, &streamService{duplex: func(stream testgrpc.TestService_FullDuplexCallServer) error {
 					if _, err := stream.Recv(); err != nil {
 						return err
@@ -530,10 +531,10 @@ func TestTrailersOfEndedStreams(t *testing.T) {
 	}
 }
 
-// countRecvs returns a stream interceptor, to be put after the Tracker's,
-// that sends on recvs how many times the handler has called RecvMsg, as it
-// calls it: once it has sent 2, the handler is in its second RecvMsg, past
-// the Tracker's wrapper.
+// countRecvs returns a stream interceptor, to be put before the Tracker's,
+// that sends on recvs how many times the handler has called RecvMsg, as
+// the call reaches it: the Tracker's wrapper calls it, so once it has sent
+// 2, the handler is in its second RecvMsg, counted in by the Tracker.
 func countRecvs(recvs chan<- int) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		return handler(srv, &recvCounter{ServerStream: ss, recvs: recvs})
