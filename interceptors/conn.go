@@ -34,7 +34,8 @@ import (
 // their addresses (peer.Peer's Addr and LocalAddr), so two connections with
 // the same pair of addresses, which TCP forbids but in-memory transports
 // such as bufconn allow, are not told apart: their streams are never ended
-// for their connection's age.
+// for their connection's age. A connection that does not know its addresses
+// (a nil LocalAddr or RemoteAddr, which some tunnels return) is not read.
 //
 // Limits: grpc.Server.ServeHTTP has no credentials and no MaxConnectionAge
 // of grpc's, so this does nothing there. A stream is ended only once grpc
@@ -57,7 +58,9 @@ type ageCreds struct {
 
 func (c *ageCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
-	if err != nil || conn == nil {
+	if err != nil || conn == nil || conn.LocalAddr() == nil || conn.RemoteAddr() == nil {
+		// A connection without addresses, which grpc serves, cannot be
+		// matched with its streams: it is left unread.
 		return conn, info, err
 	}
 	return c.t.watch.wrap(c.t, conn), info, nil
