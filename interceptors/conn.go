@@ -2,6 +2,7 @@ package interceptors
 
 import (
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -31,10 +32,11 @@ import (
 // writes to it are read, without copying, until a GOAWAY frame whose debug
 // data is grpc's "max_age"; that costs a few comparisons per write and
 // nothing once the GOAWAY is seen. The streams of a connection are found by
-// their addresses (peer.Peer's Addr and LocalAddr), so two connections with
-// the same pair of addresses, which TCP forbids but in-memory transports
-// such as bufconn allow, are not told apart: their streams are never ended
-// for their connection's age. A connection that does not know its addresses
+// their addresses (peer.Peer's Addr and LocalAddr), so connections with
+// the same pair of addresses, which TCP forbids but Unix sockets (all of
+// whose clients are "@") and in-memory transports such as bufconn allow,
+// are not told apart: the streams that begin while two or more such
+// connections are open are never ended for their connection's age. A connection that does not know its addresses
 // (a nil LocalAddr or RemoteAddr, which some tunnels return) is not read.
 //
 // Limits: grpc.Server.ServeHTTP has no credentials and no MaxConnectionAge
@@ -75,7 +77,7 @@ func (c *ageCreds) Clone() credentials.TransportCredentials {
 type ageWatch struct {
 	on    atomic.Bool // Credentials has been called
 	mu    sync.RWMutex
-	conns map[string]*connRecord // nil for addresses shared by two connections
+	conns map[string][]*connRecord // the live connections with these addresses
 }
 
 // A connRecord is one connection. Its long-lived streams point to it; it
@@ -95,19 +97,19 @@ func (w *ageWatch) wrap(t *Tracker, conn net.Conn) net.Conn {
 	rec := &connRecord{key: connKey(conn.LocalAddr(), conn.RemoteAddr()), t: t}
 	w.mu.Lock()
 	if w.conns == nil {
-		w.conns = map[string]*connRecord{}
+		w.conns = map[string][]*connRecord{}
 	}
-	_, dup := w.conns[rec.key]
-	if dup && !isTCP(conn) {
-		// Two live connections with the same addresses: their streams
-		// cannot be told apart.
-		w.conns[rec.key] = nil
-	} else {
-		// A TCP connection's addresses are those of no other live one: an
-		// entry found is that of a connection closed behind grpc's back
+	if isTCP(conn) {
+		// A TCP connection's addresses are those of no other live one: a
+		// record found is that of a connection closed behind grpc's back
 		// (grpc closes the unwrapped connection when its transport fails
 		// to start).
-		w.conns[rec.key] = rec
+		w.conns[rec.key] = []*connRecord{rec}
+	} else {
+		// Connections of other transports may share their addresses (all
+		// those of a Unix socket do): while they do, their streams cannot
+		// be told apart.
+		w.conns[rec.key] = append(w.conns[rec.key], rec)
 	}
 	w.mu.Unlock()
 	return &sniffConn{Conn: conn, w: w, rec: rec}
@@ -119,17 +121,25 @@ func isTCP(conn net.Conn) bool {
 	return local && remote
 }
 
+// lookup returns the live connection with the addresses of key, or nil if
+// there is none, or more than one.
 func (w *ageWatch) lookup(key string) *connRecord {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
-	return w.conns[key]
+	if recs := w.conns[key]; len(recs) == 1 {
+		return recs[0]
+	}
+	return nil
 }
 
 // forget removes rec, whose connection is closed.
 func (w *ageWatch) forget(rec *connRecord) {
 	w.mu.Lock()
-	if r, ok := w.conns[rec.key]; ok && (r == rec || r == nil) {
+	recs := slices.DeleteFunc(w.conns[rec.key], func(r *connRecord) bool { return r == rec })
+	if len(recs) == 0 {
 		delete(w.conns, rec.key)
+	} else {
+		w.conns[rec.key] = recs
 	}
 	w.mu.Unlock()
 }
