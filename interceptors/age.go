@@ -3,6 +3,7 @@ package interceptors
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -34,6 +35,14 @@ const (
 	RetiredConnectionAge = "connection_age"
 )
 
+// MinStreamAge is the shortest maximum age WithMaxStreamAge accepts. A
+// retired stream's resumption restarts its client's count of attempts and
+// draws nothing from its retry budget (package client), so a shorter age,
+// such as WithMaxStreamAge(5) written for five seconds, would have every
+// long-lived stream reopened without end, every few tens of milliseconds,
+// by each of its clients; rebalancing needs ages of seconds to minutes.
+const MinStreamAge = 100 * time.Millisecond
+
 // maxRetireNotice bounds the time between the closing of Retiring's channel
 // and the end of a stream that reached its own age.
 const maxRetireNotice = time.Second
@@ -47,9 +56,13 @@ const maxRetireNotice = time.Second
 // whichever server its balancer picks, so that long-lived streams follow the
 // servers added since they were opened. The handler's context is cancelled
 // with ErrStreamAge; Retiring tells it beforehand. The default is 0: streams
-// never end for their age. It panics if d is negative.
+// never end for their age. It panics if d is negative, or above 0 and below
+// MinStreamAge.
 func WithMaxStreamAge(d time.Duration) Option {
 	mustNotBeNegative("WithMaxStreamAge", d)
+	if d > 0 && d < MinStreamAge {
+		panic(fmt.Sprintf("interceptors: WithMaxStreamAge(%v): below MinStreamAge (%v)", d, MinStreamAge))
+	}
 	return optionFunc(func(o *options) { o.maxStreamAge = d })
 }
 

@@ -230,12 +230,21 @@ func TestAgeOptionsValidation(t *testing.T) {
 		want string
 	}{
 		{"negative stream age", func() { interceptors.WithMaxStreamAge(-time.Second) }, "interceptors: WithMaxStreamAge(-1s): negative duration"},
+		{"nanosecond stream age", func() { interceptors.WithMaxStreamAge(5) }, "interceptors: WithMaxStreamAge(5ns): below MinStreamAge (100ms)"},
+		{"millisecond stream age", func() { interceptors.WithMaxStreamAge(time.Millisecond) }, "interceptors: WithMaxStreamAge(1ms): below MinStreamAge (100ms)"},
+		{"minimum stream age", func() { interceptors.WithMaxStreamAge(interceptors.MinStreamAge) }, ""},
 		{"nil credentials", func() { interceptors.NewTracker().Credentials(nil) }, "interceptors: Tracker.Credentials: nil credentials"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			defer func() {
 				msg, _ := recover().(string)
+				if tt.want == "" {
+					if msg != "" {
+						t.Errorf("panic = %q, want none", msg)
+					}
+					return
+				}
 				if !strings.Contains(msg, tt.want) {
 					t.Errorf("panic = %q, want %q", msg, tt.want)
 				}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/drainkit/drainkit/drain"
+	"github.com/drainkit/drainkit/interceptors"
 	"github.com/drainkit/drainkit/stophook"
 )
 
@@ -100,7 +101,7 @@ func ParseCommandLine(args []string, stdout, stderr io.Writer) (Config, error) {
 	fs.Var(&durationValue{&c.CancelGrace}, "cancel-grace", "`duration` to wait for handlers to return after cancelling them")
 	fs.Var(&durationValue{&c.ForceWait}, "force-wait", "`duration` to wait for handlers after the forced stop before reporting them as leaked")
 	fs.Var(&durationValue{&c.MaxConnectionAge}, "max-connection-age", "`duration` after which grpc renews a connection with GOAWAY (±10%); its long-lived streams then end at once, resumable; 0 is never")
-	fs.Var(&durationValue{&c.MaxStreamAge}, "max-stream-age", "`duration` after which a long-lived stream (Watch, Chat) ends, resumable (±10%); 0 is never")
+	fs.Var(&durationValue{&c.MaxStreamAge}, "max-stream-age", "`duration` after which a long-lived stream (Watch, Chat) ends, resumable (±10%); 0 is never, else at least 100ms")
 	fs.BoolVar(&c.RetireAgedStreams, "retire-aged-streams", c.RetireAgedStreams, "end the long-lived streams of a connection renewed for its age at once, resumable; false leaves grpc to cut them at the end of -grace")
 	fs.BoolVar(&c.Stubborn, "stubborn", c.Stubborn, "make Sleep ignore its context, so that only a forced stop ends it")
 	fs.StringVar(&c.Otel, "otel", c.Otel, "telemetry: \"none\", or \"stdout\" for spans and metrics as JSON on standard output")
@@ -176,6 +177,9 @@ func (c Config) Validate() error {
 		if f.d > MaxDuration {
 			return fmt.Errorf("%s %v: above the limit of %s", f.name, f.d, short(MaxDuration))
 		}
+	}
+	if c.MaxStreamAge > 0 && c.MaxStreamAge < interceptors.MinStreamAge {
+		return fmt.Errorf("-max-stream-age %v: below the minimum of %v", c.MaxStreamAge, interceptors.MinStreamAge)
 	}
 	if c.UpgradeTimeout <= 0 {
 		return fmt.Errorf("-upgrade-timeout %v: must be positive", c.UpgradeTimeout)
