@@ -44,3 +44,29 @@ func TestSniffFindsMaxAgeGoAway(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSniffWrite measures the reading of one write, the frames grpc
+// writes at once for a unary response (headers, data, trailers), with and
+// without the reader.
+func BenchmarkSniffWrite(b *testing.B) {
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: make([]byte, 14), EndHeaders: true})
+	fr.WriteData(1, false, make([]byte, 5))
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: make([]byte, 24), EndHeaders: true, EndStream: true})
+	p := buf.Bytes()
+	for _, sniff := range []bool{false, true} {
+		name := "sniff=off"
+		var c net.Conn = discardConn{}
+		if sniff {
+			name = "sniff=on"
+			c = &sniffConn{Conn: discardConn{}, rec: &connRecord{}}
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				c.Write(p)
+			}
+		})
+	}
+}
