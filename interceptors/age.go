@@ -134,7 +134,7 @@ type retirement struct {
 
 	mu      sync.Mutex
 	c       *call       // the call, until it ends
-	warned  bool        // notice is closed
+	warned  error       // the cause the stream is retired for, once notice is closed
 	retired bool        // the call has been ended, or is being
 	timer   *time.Timer // the stream's age, then its notice
 	conn    *connRecord // its connection, if Credentials wrapped it; set before start
@@ -185,10 +185,10 @@ func (r *retirement) warn(notice time.Duration, cause error) {
 	if r.c == nil || r.retired {
 		return
 	}
-	if !r.warned {
-		r.warned = true
+	if r.warned == nil {
 		close(r.notice)
 	}
+	r.warned = cause
 	if r.timer != nil {
 		r.timer.Stop()
 	}
@@ -213,12 +213,15 @@ func (r *retirement) endLocked(cause error) {
 }
 
 // detach is called when the call ends, before its record is recycled: the
-// retirement lets go of it and stops its timer.
-func (r *retirement) detach() {
+// retirement lets go of it and stops its timer. It returns the cause the
+// stream is being retired for once its handler has been told (Retiring),
+// or nil: a handler that returns on the notice retires its stream.
+func (r *retirement) detach() error {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.c = nil
 	if r.timer != nil {
 		r.timer.Stop()
 	}
-	r.mu.Unlock()
+	return r.warned
 }

@@ -287,7 +287,12 @@ func (t *Tracker) end(c *call, err error) error {
 	cancelled, cause := c.Cancelled, c.cause
 	s.mu.Unlock()
 	if c.ret != nil {
-		c.ret.detach()
+		if why := c.ret.detach(); why != nil && !cancelled && c.ctx.Err() == nil {
+			// Its handler returned on Retiring's notice, before the
+			// Tracker ended the stream: the stream is retired all the
+			// same, unless its client or deadline ended it first.
+			cancelled, cause = true, why
+		}
 	}
 	// cause is not compared with context.Cause: errors of some types
 	// cannot be compared with ==.
