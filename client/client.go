@@ -56,7 +56,7 @@ func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, 
 		if !m.retryable(out, false) {
 			return err
 		}
-		if stop, ctxErr := o.retry(ctx, attempt, delay, err, false); stop {
+		if stop, ctxErr := o.retry(ctx, attempt, delay, err, false, false); stop {
 			if ctxErr != nil {
 				return ctxErr
 			}
@@ -78,8 +78,9 @@ func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, 
 // the deadline, or because ctx ended, takes nothing from the budget. With
 // call true, the new attempt is the next call of a stream that worked (see
 // resume): it deposits in the budget, as a new call does, instead of
-// withdrawing.
-func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, err error, call bool) (stop bool, ctxErr error) {
+// withdrawing. With moved true, the failed attempt was retired by its
+// server after it lived (see resume): the new attempt takes nothing.
+func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, err error, call, moved bool) (stop bool, ctxErr error) {
 	d, ok := o.pause(ctx, attempt, delay)
 	if !ok {
 		return true, nil
@@ -89,7 +90,7 @@ func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, 
 	switch {
 	case call:
 		o.budget.deposit()
-	case isRetirement(err):
+	case moved:
 		// A retired stream's resumption is planned by its server, at
 		// most once per stream age: it draws nothing from the budget,
 		// which is for failures.

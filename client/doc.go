@@ -120,10 +120,14 @@
 //
 // A stream that its server retired for its age or its connection's
 // (interceptors.WithMaxStreamAge, interceptors.Tracker.Credentials: the
-// ErrorInfo's metadata "retired") worked, however young, and its server
-// asked it to move: its count restarts at once, and its resumption draws
-// nothing from the retry budget, since the server retires each stream at
-// most once per age.
+// ErrorInfo's metadata "retired") after it had been open for
+// interceptors.MinStreamAge (100ms) worked, however young otherwise, and
+// its server asked it to move: its count restarts at once, and its
+// resumption draws nothing from the retry budget, since the server retires
+// each stream at most once per age. A stream retired sooner, as every
+// stream is on a server whose MaxConnectionAge is a few milliseconds, is
+// counted and paid for as any failed attempt: it ends after WithMax
+// attempts, instead of being reopened without end.
 //
 // Client and bidi streams are never retried or resumed: what they sent is
 // gone. Their callers test IsDraining and open them again.

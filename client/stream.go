@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+
+	"github.com/drainkit/drainkit/interceptors"
 )
 
 // stream is the stream client interceptor. Server streams get a
@@ -33,7 +35,7 @@ func (o *options) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.Cl
 		if !o.methods[fullMethod].retryable(out, false) {
 			return nil, err
 		}
-		if stop, ctxErr := o.retry(ctx, attempts, delay, err, false); stop {
+		if stop, ctxErr := o.retry(ctx, attempts, delay, err, false, false); stop {
 			if ctxErr != nil {
 				return nil, ctxErr
 			}
@@ -173,15 +175,23 @@ func (s *serverStream) resume(m any, err error) error {
 	mo := s.o.methods[s.method]
 	// worked: the attempt that failed had stayed open for ResumeReset or
 	// more, with messages or quiet, and was not refused.
-	worked := time.Since(s.opened) >= ResumeReset
+	lived := time.Since(s.opened)
+	worked := lived >= ResumeReset
 	for {
 		out, delay := classify(err)
 		// A refused attempt did no work, however long ago it was opened:
 		// its refusal may have waited for a caller busy elsewhere.
 		worked = worked && out != refused
-		if worked || isRetirement(err) {
+		// moved: its server retired it after it lived. A younger
+		// retirement, from a connection age of milliseconds or a stream
+		// that arrived on a connection just aged, is a failure like any
+		// other: counted, and paid for from the budget, so that a server
+		// that retires every attempt at once cannot have the stream
+		// reopened without end.
+		moved := isRetirement(err) && lived >= interceptors.MinStreamAge
+		if worked || moved {
 			// A stream that worked, or that its server retired for its
-			// age (however young, it worked, and its server asked it to
+			// age after it lived (it worked, and its server asked it to
 			// move): the count, and with it the backoff, restarts. After
 			// one that worked, the next attempt is the stream's next
 			// call, not a retry: it deposits in the retry budget, as a
@@ -195,7 +205,7 @@ func (s *serverStream) resume(m any, err error) error {
 		if !mo.retryable(out, s.last != nil) {
 			return err
 		}
-		if stop, ctxErr := s.o.retry(s.ctx, s.attempts, delay, err, worked); stop {
+		if stop, ctxErr := s.o.retry(s.ctx, s.attempts, delay, err, worked, moved && !worked); stop {
 			if ctxErr != nil {
 				return ctxErr
 			}
@@ -204,7 +214,7 @@ func (s *serverStream) resume(m any, err error) error {
 		s.attempts++
 		cs, openErr := s.reopen(mo.rewrite)
 		if openErr != nil {
-			err, worked = openErr, false
+			err, worked, lived = openErr, false, 0
 			continue
 		}
 		s.opened = time.Now()
@@ -218,7 +228,8 @@ func (s *serverStream) resume(m any, err error) error {
 		if errors.Is(err, io.EOF) {
 			return err
 		}
-		worked = time.Since(s.opened) >= ResumeReset
+		lived = time.Since(s.opened)
+		worked = lived >= ResumeReset
 	}
 }
 

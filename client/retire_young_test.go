@@ -1,0 +1,66 @@
+package client_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/drainkit/drainkit/client"
+	"github.com/drainkit/drainkit/examples/demopb"
+	"github.com/drainkit/drainkit/interceptors"
+)
+
+// TestYoungRetirementsAreCounted serves Watch behind a Tracker that ends
+// the long-lived streams of aged connections, on a server whose
+// connections age within milliseconds (a misconfigured MaxConnectionAge):
+// every attempt is retired young. A retirement is free only for a stream
+// that lived; these must count against WithMax, so that the caller gets an
+// error instead of a stream reopened without end.
+func TestYoungRetirementsAreCounted(t *testing.T) {
+	const maxAttempts = 3
+	tr := interceptors.NewTracker(interceptors.WithLongLived(watchMethod))
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("net.Listen() = %v", err)
+	}
+	svc := &service{name: "aged", started: make(chan string, 16), runs: map[string]int{}}
+	srv := grpc.NewServer(append(tr.ServerOptions(),
+		grpc.Creds(tr.Credentials(insecure.NewCredentials())),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 5 * time.Millisecond, MaxConnectionAgeGrace: time.Minute}))...)
+	demopb.RegisterDemoServer(srv, svc)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	defer func() {
+		srv.Stop()
+		<-served
+	}()
+	cc, err := grpc.NewClient(lis.Addr().String(), append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+		client.DialOptions(resumeWatch, client.WithMax(maxAttempts))...)...)
+	if err != nil {
+		t.Fatalf("grpc.NewClient() = %v", err)
+	}
+	defer cc.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stream, err := demopb.NewDemoClient(cc).Watch(ctx, &demopb.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	for {
+		if _, err = stream.Recv(); err != nil {
+			break
+		}
+	}
+	if !client.IsDraining(err) {
+		t.Errorf("Recv() = %v, want the last retirement", err)
+	}
+	if n := svc.count(watchMethod); n > maxAttempts {
+		t.Errorf("Watch ran %d times, want at most WithMax(%d)", n, maxAttempts)
+	}
+}
