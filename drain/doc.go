@@ -83,7 +83,8 @@
 // the drain stops accepting: the drain's waits stay within Budget, and
 // end at once with the context of Drain, whatever the wrapped listener
 // does. The wrapped Accept is left to return on its own, and a connection
-// it returns then is closed.
+// it returns then is closed; so is the wrapped Close, which may wait on
+// such an Accept too: it runs on a goroutine of its own.
 //
 // # Defaults and the budget
 //

@@ -41,7 +41,6 @@ type drainListener struct {
 	closeOnce      sync.Once
 	closed         chan struct{} // closed by Close
 	closeInnerOnce sync.Once
-	innerErr       error // the error of closing the wrapped listener
 
 	startOnce sync.Once
 	accepted  chan acceptResult // from the accepting goroutine to Accept
@@ -146,7 +145,7 @@ func (l *drainListener) isStopping() bool {
 // wrapped listener, which ends a wrapped Accept waiting on the socket,
 // and returns at once when grpc will surely have taken up the connection
 // accepted last. It waits for nothing: an Accept in progress returns at
-// once, and the wrapped one is left to return on its own.
+// once, and the wrapped Accept and Close are left to return on their own.
 func (l *drainListener) stopAccepting() time.Time {
 	l.mu.Lock()
 	l.stopping = true
@@ -157,13 +156,17 @@ func (l *drainListener) stopAccepting() time.Time {
 	return last.Add(acceptSettle)
 }
 
-func (l *drainListener) closeInner() error {
-	l.closeInnerOnce.Do(func() { l.innerErr = l.Listener.Close() })
-	return l.innerErr
+// closeInner closes the wrapped listener, once, on a goroutine of its
+// own: a wrapper's Close may wait on its own work (a preamble being read),
+// and grpc calls Close under its server's lock, which Stop needs too.
+func (l *drainListener) closeInner() {
+	l.closeInnerOnce.Do(func() { go l.Listener.Close() })
 }
 
-// Close closes the listener, and ends an Accept that waits.
+// Close closes the listener, and ends an Accept that waits. It returns
+// nil at once; the wrapped listener's Close runs on its own.
 func (l *drainListener) Close() error {
 	l.closeOnce.Do(func() { close(l.closed) })
-	return l.closeInner()
+	l.closeInner()
+	return nil
 }
