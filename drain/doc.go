@@ -72,6 +72,8 @@
 // drain is forced. A server that serves both its own listeners and
 // ServeHTTP therefore sends GOAWAY on its own listeners later than it
 // could: at the end of the calls, not at the start of the grace period.
+// Its own listeners stop accepting at the start of the grace period all
+// the same.
 //
 // The listeners that Serve serves may wrap others, and their Accept may do
 // I/O of its own, as a listener of the PROXY protocol reads a preamble

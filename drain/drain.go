@@ -143,6 +143,9 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		d.t.RejectLongLived(ErrDraining)
 		r.Cancelled += d.t.CancelLongLived(ErrDraining)
 		goAway := hooks.send(stophook.Graceful, &r, d.t.InFlight())
+		// The listeners stop accepting now, whatever GracefulStop waits
+		// for: new clients go to other servers.
+		d.quiesce(deadline)
 		calm := true // GracefulStop cuts no call
 		if d.t.ServedHTTP() {
 			// GracefulStop closes the transports of ServeHTTP at once,
@@ -153,7 +156,6 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 			// period.
 			calm = d.wait(time.Until(deadline), goAway)
 		}
-		d.quiesce(deadline)
 		if calm {
 			graceful = d.gracefulStop()
 			clean, idleSince = d.waitUnder(d.skipCtx, time.Until(deadline), graceful)

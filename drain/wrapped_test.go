@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/health"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 
 	"github.com/drainkit/drainkit/drain"
 	"github.com/drainkit/drainkit/interceptors"
@@ -95,5 +97,71 @@ func TestDrainCloseBlockingListener(t *testing.T) {
 				t.Errorf("Drain() = %v", res.err)
 			}
 		})
+	}
+}
+
+// closeNotifyingListener reports on closed when its Close is first called.
+type closeNotifyingListener struct {
+	net.Listener
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (l *closeNotifyingListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// TestMixedServerStopsAccepting drains a server that serves its own
+// listener through Serve and ServeHTTP beside it, while a ServeHTTP call
+// outlives the start of the grace period. The drain waits for that call
+// before GracefulStop, which would cut it; its own listener must still
+// stop accepting as the Graceful phase begins, so that new clients go to
+// other servers rather than start calls here that the Cancel phase may
+// cut.
+func TestMixedServerStopsAccepting(t *testing.T) {
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	tr := interceptors.NewTracker()
+	srv := serveNewServer(tr, &serveService{unary: func(ctx context.Context) error {
+		started <- struct{}{}
+		<-release
+		return nil
+	}}, health.NewServer())
+	t.Cleanup(srv.Stop)
+	hs, hcc := serveH2C(t, srv)
+	recorder, phases := httpPhases()
+	d := drain.New(srv, tr, drain.WithGracePeriod(time.Hour), drain.WithCancelGrace(100*time.Millisecond),
+		drain.WithForceWait(100*time.Millisecond), drain.WithHooks(stophook.HTTPServer(hs), recorder))
+	lis := &closeNotifyingListener{Listener: serveListenLocal(t), closed: make(chan struct{})}
+	served := make(chan error, 1)
+	go func() { served <- d.Serve(lis) }()
+	serveWaitReady(t, serveDialAddr(t, lis.Addr().String()))
+
+	call := make(chan error, 1)
+	go func() {
+		_, err := testgrpc.NewTestServiceClient(hcc).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
+		call <- err
+	}()
+	receive(t, started, "the ServeHTTP call to start")
+	drained := make(chan error, 1)
+	go func() {
+		_, err := d.Drain(context.Background())
+		drained <- err
+	}()
+	httpWaitPhase(t, phases, stophook.Graceful)
+	select {
+	case <-lis.closed:
+	case <-time.After(defaultTestTimeout):
+		t.Errorf("own listener still accepting %v into the Graceful phase, while a ServeHTTP call runs", defaultTestTimeout)
+	}
+	close(release)
+	if err := receive(t, call, "the ServeHTTP call"); err != nil {
+		t.Errorf("ServeHTTP call = %v, want its result", err)
+	}
+	if err := receive(t, drained, "Drain to return"); err != nil {
+		t.Errorf("Drain() = %v, want a clean drain", err)
+	}
+	if err := receive(t, served, "Serve to return"); err != nil {
+		t.Errorf("Serve() = %v, want nil", err)
 	}
 }
