@@ -90,11 +90,15 @@
 //   - On the server's own listeners, grpc writes the status under the
 //     stream's header lock and queues its frames before WriteStatus
 //     returns. grpc marks a stream's headers sent before it queues them,
-//     so a first message sent at that moment could overtake them; the
-//     wrapper's SendMsg therefore sends the headers, under its lock,
-//     before the first message, as grpc would with it, and sends the
-//     message outside it, where flow control may hold it until the status
-//     frees it. A handler blocked in SendMsg on a client that does not
+//     so a first message sent at that moment could overtake them; while
+//     the handler's first SendMsg runs, which sends the headers with the
+//     message as grpc does (a stream wrapper outside the Tracker may still
+//     set headers in it), the Tracker therefore leaves the status to that
+//     SendMsg, which writes it as it returns. grpc-go never holds a first
+//     message on flow control; a wrapper outside the Tracker whose SendMsg
+//     blocks holds the status back with it. Later messages are sent
+//     outside the lock, where flow control may hold them until the status
+//     frees them. A handler blocked in SendMsg on a client that does not
 //     read is ended at once.
 //   - Through ServeHTTP, grpc-go writes every frame on the HTTP handler's
 //     goroutine, marking headers sent and writing them in two steps, so

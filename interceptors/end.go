@@ -21,10 +21,13 @@ import (
 // this wrapper, and the Tracker, to free a handler that waits in RecvMsg or
 // SendMsg, which nothing else can wake. mu orders the two. The Tracker
 // writes the status under mu, and only while the handler runs. On grpc's
-// own transport, a SendMsg sends the stream's headers under mu before its
-// first message, so that the status never overtakes headers that a
-// message then follows; the message itself is sent outside mu, where flow
-// control may hold it until the status frees it. Through ServeHTTP, where
+// own transport, the Tracker leaves the status to the handler's first
+// SendMsg while that runs, which writes it once its message and the
+// headers before it are queued, so that the status never overtakes
+// headers that a message then follows; later messages are sent outside
+// mu, where flow control may hold them until the status frees them. The
+// first SendMsg sends the headers itself, as grpc does, so that a wrapper
+// outside the Tracker may still set headers in it. Through ServeHTTP, where
 // grpc marks the headers sent and writes them in two steps, a SendMsg
 // holds mu throughout: it returns as soon as the HTTP handler's goroutine
 // has taken its message, which the status would have to wait for anyway.
@@ -47,6 +50,12 @@ type serverStream struct {
 	// headerSent is set once a SendMsg or SendHeader has sent the headers,
 	// on grpc's own transport.
 	headerSent atomic.Bool
+
+	// sending is set while the first SendMsg runs, on grpc's own
+	// transport; deferred, set by the Tracker meanwhile, is what that
+	// SendMsg ends the stream with once it has returned. Guarded by mu.
+	sending  bool
+	deferred statusWriter
 
 	mu        sync.Mutex
 	ended     bool // the Tracker wrote ending as the stream's status; guarded by mu
@@ -86,13 +95,40 @@ func (s *serverStream) SendMsg(m any) error {
 		return err
 	}
 	if !s.headerSent.Load() {
-		if err := s.sendHeader(); err != nil {
-			return err
-		}
+		return s.sendFirst(m)
 	}
 	err := s.ServerStream.SendMsg(m)
 	if err != nil {
 		s.failed()
+	}
+	return err
+}
+
+// sendFirst sends the first message, and with it the headers, as grpc
+// does, unless the Tracker has ended the stream. The Tracker writes no
+// status meanwhile: grpc marks the headers sent before it queues them, so
+// a status written then could go out with no headers ahead of the
+// message. It leaves the status to sendFirst, which writes it once the
+// message is queued.
+func (s *serverStream) sendFirst(m any) error {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return s.ending.Load().Err()
+	}
+	s.sending = true
+	s.mu.Unlock()
+	err := s.ServerStream.SendMsg(m)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sending = false
+	s.headerSent.Store(true)
+	if err != nil {
+		s.grpcEnded = true
+	}
+	if w := s.deferred; w != nil {
+		s.deferred = nil
+		s.endLocked(w)
 	}
 	return err
 }
@@ -104,24 +140,6 @@ func (s *serverStream) failed() {
 	s.mu.Lock()
 	s.grpcEnded = true
 	s.mu.Unlock()
-}
-
-// sendHeader sends the headers ahead of the first message, as grpc would
-// with it, unless the Tracker has ended the stream.
-func (s *serverStream) sendHeader() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ended {
-		return s.ending.Load().Err()
-	}
-	if !s.headerSent.Load() {
-		// An error means the handler sent the headers already, through
-		// grpc.SendHeader, or the stream is done: SendMsg then fails
-		// on its own.
-		s.ServerStream.SendHeader(nil)
-		s.headerSent.Store(true)
-	}
-	return nil
 }
 
 // SendHeader sends the headers, unless the Tracker has ended the stream:
@@ -192,6 +210,15 @@ func (s *serverStream) endIfWaiting() {
 func (s *serverStream) end(w statusWriter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.sending {
+		s.deferred = w // written by the first SendMsg as it returns
+		return
+	}
+	s.endLocked(w)
+}
+
+// endLocked is end, under mu.
+func (s *serverStream) endLocked(w statusWriter) {
 	if s.returned || s.ended || s.grpcEnded || s.ServerStream.Context().Err() != nil {
 		return
 	}
