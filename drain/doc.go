@@ -69,7 +69,10 @@
 // outlived the grace period have ended as their handlers decide, with
 // the drain's codes.Unavailable or with their own result. Calls that
 // outlive the cancel grace too are cut by Stop at the forced stop, and the
-// drain is forced. A server that serves both its own listeners and
+// drain is forced. At the forced stop, which a second signal or the end of
+// the context of Drain brings early, Stop waits, for half the force wait,
+// for the handlers it has just cancelled to return, so that their clients
+// get the status grpc writes then, not a malformed response. A server that serves both its own listeners and
 // ServeHTTP therefore sends GOAWAY on its own listeners later than it
 // could: at the end of the calls, not at the start of the grace period.
 // Its own listeners stop accepting at the start of the grace period all

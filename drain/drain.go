@@ -206,15 +206,25 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		ph.enterForce(cut, d.skipReason(), untracked)
 		r.Cancelled += d.t.CancelAll(ErrDraining)
 		hooks.send(stophook.Force, &r, cut)
+		// The forced stop is not skipped: it is short, and it lets
+		// handlers that honour their context return.
+		forceDeadline := time.Now().Add(d.o.forceWait)
+		if d.t.ServedHTTP() {
+			// Stop closes the transports of ServeHTTP at once, and
+			// with them the statuses that grpc has yet to write for
+			// the handlers just cancelled, which their clients would
+			// get as malformed responses: it waits for the handlers,
+			// for half the force wait, leaving the other half to those
+			// that only Stop frees.
+			d.waitUnskippable(d.o.forceWait/2, nil)
+		}
 		stopped := make(chan struct{})
 		go func() {
 			d.srv.Stop()
 			d.stopOnce.Do(func() { close(d.serverStopped) })
 			close(stopped)
 		}()
-		// The forced stop is not skipped: it is short, and it lets
-		// handlers that honour their context return.
-		d.waitUnskippable(d.o.forceWait, stopped)
+		d.waitUnskippable(time.Until(forceDeadline), stopped)
 		r.Leaked = d.t.Calls()
 		if len(r.Leaked) > 0 {
 			r.Forced = true

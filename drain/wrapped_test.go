@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 
 	"github.com/drainkit/drainkit/drain"
 	"github.com/drainkit/drainkit/interceptors"
@@ -163,5 +165,44 @@ func TestMixedServerStopsAccepting(t *testing.T) {
 	}
 	if err := receive(t, served, "Serve to return"); err != nil {
 		t.Errorf("Serve() = %v, want nil", err)
+	}
+}
+
+// TestServeHTTPSkippedDrain ends the context of a drain in its Graceful
+// phase while a ServeHTTP call runs whose handler honours its context:
+// the forced stop cancels it, and its client must get a status it can act
+// on, codes.Unavailable, as it would on grpc's own listeners, not a
+// malformed response.
+func TestServeHTTPSkippedDrain(t *testing.T) {
+	for i := range 20 {
+		started := make(chan struct{}, 1)
+		tr := interceptors.NewTracker()
+		srv := serveNewServer(tr, &serveService{unary: func(ctx context.Context) error {
+			started <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		}}, health.NewServer())
+		hs, cc := serveH2C(t, srv)
+		recorder, phases := httpPhases()
+		d := drain.New(srv, tr, drain.WithGracePeriod(time.Hour), drain.WithHooks(stophook.HTTPServer(hs), recorder))
+		call := make(chan error, 1)
+		go func() {
+			_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
+			call <- err
+		}()
+		receive(t, started, "the handler to start")
+		ctx, cancel := context.WithCancel(context.Background())
+		drained := make(chan error, 1)
+		go func() {
+			_, err := d.Drain(ctx)
+			drained <- err
+		}()
+		httpWaitPhase(t, phases, stophook.Graceful)
+		cancel()
+		err := receive(t, call, "the call")
+		receive(t, drained, "Drain to return")
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("run %d: call cancelled by a skipped drain = %v, want codes.Unavailable", i, err)
+		}
 	}
 }
