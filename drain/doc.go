@@ -78,6 +78,14 @@
 // Its own listeners stop accepting at the start of the grace period all
 // the same.
 //
+// The drain learns that the server is mounted with ServeHTTP from the calls
+// the Tracker has seen: a server that has served none through it when the
+// drain begins gets GracefulStop at once, and grpc answers a ServeHTTP
+// call that arrives after it, before the HTTP server has shut down (after
+// the Graceful hooks ahead of stophook.HTTPServer, or sent before its
+// client read the HTTP server's GOAWAY), with a malformed response, which
+// grpc-go clients report as codes.Unknown.
+//
 // The listeners that Serve serves may wrap others, and their Accept may do
 // I/O of its own, as a listener of the PROXY protocol reads a preamble
 // from each connection: a client that connects and sends nothing holds
