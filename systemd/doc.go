@@ -36,7 +36,7 @@
 //
 // # Notifications
 //
-// A Notifier sends sd_notify messages through go-systemd's daemon package:
+// A Notifier sends sd_notify messages, as go-systemd's daemon package does:
 // READY=1 once serving (Ready), RELOADING=1 while an upgrade starts a
 // successor (Reloading), and, as a stophook.Hook given to the drain,
 // STOPPING=1 when the drain starts, STATUS= with the phase at each event (so
@@ -58,6 +58,13 @@
 // replaced none). After HandOver the Notifier of the old process falls
 // silent: its STOPPING=1 would otherwise stop the unit that the successor
 // now serves.
+//
+// A message waits for room on NOTIFY_SOCKET for at most a second, and a
+// message of the drain (OnStop) for at most half of what remains of its
+// call's time: a datagram socket whose reader has stopped reading (a
+// service manager busy elsewhere) takes a few datagrams and then makes
+// every sender wait, which go-systemd's SdNotify does without a bound, so
+// that a reload, a drain or the exit behind them would wait for ever.
 //
 // A message that cannot be sent during a drain (OnStop) goes to the
 // function given by WithErrorHandler and never changes the drain's result:

@@ -102,7 +102,7 @@ func (n *Notifier) HandOver(pid int, status string) error {
 // WithErrorHandler, and never changes the drain's result, which says what
 // happened to the RPCs (an error there would make the program exit with a
 // failure, which systemd records, after a clean drain).
-func (n *Notifier) OnStop(_ context.Context, e stophook.Event) error {
+func (n *Notifier) OnStop(ctx context.Context, e stophook.Event) error {
 	var state []string
 	if e.Phase == stophook.NotReady {
 		state = append(state, "STOPPING=1")
@@ -115,7 +115,16 @@ func (n *Notifier) OnStop(_ context.Context, e stophook.Event) error {
 		}
 		state = append(state, "EXTEND_TIMEOUT_USEC="+strconv.FormatInt((remaining+n.o.margin).Microseconds(), 10))
 	}
-	if err := n.send(state...); err != nil && n.o.onError != nil {
+	// Half of what remains of the call's time: a message that systemd
+	// does not take by then is given up, before the drain gives up on
+	// the hook and counts it as an error.
+	deadline := time.Now().Add(sendTimeout)
+	if d, ok := ctx.Deadline(); ok {
+		if half := time.Now().Add(time.Until(d) / 2); half.Before(deadline) {
+			deadline = half
+		}
+	}
+	if err := n.sendBy(deadline, state...); err != nil && n.o.onError != nil {
 		n.o.onError(fmt.Errorf("%w (drain event %v)", err, e.Phase))
 	}
 	return nil
@@ -127,15 +136,15 @@ func (n *Notifier) OnStop(_ context.Context, e stophook.Event) error {
 // datagram socket that accepts a connection, and otherwise an error that
 // names the variable and says what is wrong: a path that does not exist or
 // is not a socket, an address that is neither a path nor abstract ("@..."),
-// or an AF_VSOCK address ("vsock:..."), which go-systemd's daemon package,
-// through which the Notifier sends, does not support. It sends nothing.
+// or an AF_VSOCK address ("vsock:..."), which the Notifier, as go-systemd's
+// daemon package, does not support. It sends nothing.
 func (n *Notifier) Check() error {
 	addr := os.Getenv("NOTIFY_SOCKET")
 	switch {
 	case addr == "":
 		return nil
 	case strings.HasPrefix(addr, "vsock"):
-		return fmt.Errorf("systemd: NOTIFY_SOCKET=%s: an AF_VSOCK address, which go-systemd's daemon package cannot send to: systemd will not hear from the service", addr)
+		return fmt.Errorf("systemd: NOTIFY_SOCKET=%s: an AF_VSOCK address, which the Notifier cannot send to, as go-systemd's daemon package cannot: systemd will not hear from the service", addr)
 	case strings.HasPrefix(addr, "@"):
 	case !strings.HasPrefix(addr, "/"):
 		return fmt.Errorf("systemd: NOTIFY_SOCKET=%s: neither an absolute path nor an abstract address (@...): systemd will not hear from the service", addr)
@@ -179,9 +188,21 @@ func phaseStatus(e stophook.Event) string {
 	return "draining: " + e.Phase.String()
 }
 
+// sendTimeout bounds the wait of a message for room on NOTIFY_SOCKET. A
+// Unix datagram socket whose reader has stopped reading (a service manager
+// busy elsewhere) takes a bounded number of datagrams, and then makes every
+// sender wait for room: without a bound, a message would hold its caller,
+// and the drain or the exit behind it, for ever.
+const sendTimeout = time.Second
+
 // send sends the assignments in one datagram, unless the process has handed
-// the service over.
+// the service over, waiting for room for at most sendTimeout.
 func (n *Notifier) send(state ...string) error {
+	return n.sendBy(time.Now().Add(sendTimeout), state...)
+}
+
+// sendBy is send, waiting for room until deadline.
+func (n *Notifier) sendBy(deadline time.Time, state ...string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.handedOver {
@@ -191,8 +212,28 @@ func (n *Notifier) send(state ...string) error {
 	for i, s := range state {
 		state[i] = strings.ReplaceAll(s, "\n", " ")
 	}
-	if _, err := daemon.SdNotify(false, strings.Join(state, "\n")); err != nil {
+	if err := notify(strings.Join(state, "\n"), deadline); err != nil {
 		return fmt.Errorf("systemd: notifying %q: %w", os.Getenv("NOTIFY_SOCKET"), err)
 	}
 	return nil
+}
+
+// notify sends state to NOTIFY_SOCKET, if set, as go-systemd's
+// daemon.SdNotify does, but gives up at deadline: SdNotify's write has no
+// bound.
+func notify(state string, deadline time.Time) error {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return nil
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
+	_, err = c.Write([]byte(state))
+	return err
 }
