@@ -5,7 +5,10 @@ package systemd_test
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -88,5 +91,33 @@ func TestNotifierSocketStalls(t *testing.T) {
 	defer mu.Unlock()
 	if len(failures) == 0 || !strings.Contains(failures[0].Error(), "timeout") {
 		t.Errorf("the error handler got %v, want the notifications given up", failures)
+	}
+}
+
+// An abstract NOTIFY_SOCKET ("@..."), as systemd --user and containers'
+// managers may pass: Check accepts it and the messages reach it.
+func TestNotifierAbstractSocket(t *testing.T) {
+	name := "@drainkit-test-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", name)
+	n := systemd.NewNotifier()
+	if err := n.Check(); err != nil {
+		t.Errorf("Check() with NOTIFY_SOCKET=%s = %v, want nil", name, err)
+	}
+	if err := n.Ready("serving"); err != nil {
+		t.Fatalf("Ready() with NOTIFY_SOCKET=%s = %v, want nil", name, err)
+	}
+	conn.SetReadDeadline(time.Now().Add(defaultTestTimeout))
+	buf := make([]byte, 4096)
+	k, err := conn.Read(buf)
+	if err != nil {
+		t.Fatalf("reading the abstract socket: %v", err)
+	}
+	if got := string(buf[:k]); !strings.HasPrefix(got, "READY=1\n") {
+		t.Errorf("the abstract socket got %q, want READY=1 first", got)
 	}
 }
