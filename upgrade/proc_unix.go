@@ -3,8 +3,10 @@
 package upgrade
 
 import (
+	"bytes"
 	"errors"
 	"os"
+	"strconv"
 	"syscall"
 )
 
@@ -28,4 +30,20 @@ func readNow(r *os.File, buf []byte) (int, error) {
 // processGone reports whether no process pid exists.
 func processGone(pid int) bool {
 	return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
+
+// childOf reports whether process pid, alive or a zombie, is a child of
+// process parent, as /proc says (false where there is none).
+func childOf(pid, parent int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	fields := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
+	if len(fields) < 2 {
+		return false
+	}
+	ppid, err := strconv.Atoi(string(fields[1]))
+	return err == nil && ppid == parent
 }

@@ -446,10 +446,11 @@ func (u *Upgrader) Stop() {
 	}
 }
 
-// removePIDFile removes the PID file if it names this process, or a
-// process that no longer runs (a successor killed by Stop after it wrote
-// the file): the service ends with this process. After an upgrade it names
-// the successor, and stays.
+// removePIDFile removes the PID file if it names this process, a process
+// that no longer runs, or a child of this process: a successor killed by
+// Stop after it wrote the file, which may still be dying, or a zombie that
+// tableflip has not yet reaped. The service ends with this process. After
+// an upgrade it names the successor, and stays.
 func (u *Upgrader) removePIDFile() {
 	if u.o.pidFile == "" {
 		return
@@ -462,7 +463,7 @@ func (u *Upgrader) removePIDFile() {
 	if err != nil || pid <= 0 {
 		return
 	}
-	if pid == os.Getpid() || processGone(pid) {
+	if pid == os.Getpid() || processGone(pid) || childOf(pid, os.Getpid()) {
 		os.Remove(u.o.pidFile)
 	}
 }
