@@ -204,7 +204,8 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	// What systemd heard at each upgrade: the reload, then the successor's
 	// process ID with READY=1, which the old server sends before it drains
 	// (TestUnitReloads checks the senders), and nothing of the old server's
-	// drain.
+	// drain; then, once the old server has exited, the successor's status
+	// line again.
 	var reloading, ready int
 	for _, m := range notify.pending() {
 		switch {
@@ -214,6 +215,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 			reloading++
 		case m["READY"] == "1" && slices.Contains(pids[1:], atoi(m["MAINPID"])):
 			ready++
+		case len(m) == 1 && strings.HasPrefix(m["STATUS"], "serving (pid "):
 		default:
 			t.Errorf("unexpected notification %v", m)
 		}

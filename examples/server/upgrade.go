@@ -155,7 +155,10 @@ func (up *upgrades) start(d *drain.Drainer, n *systemd.Notifier, logger *slog.Lo
 	up.budget, up.logger = d.Budget(), logger
 	up.mu.Unlock()
 	if up.u.HasParent() {
-		// Until the parent exits, SIGHUP is refused: say when it may come.
+		// Until the parent exits, SIGHUP is refused: say when it may come,
+		// and put the status line of the hand-over back, which a refused
+		// reload may have replaced.
+		parent := os.Getppid()
 		up.wg.Add(1)
 		go func() {
 			defer up.wg.Done()
@@ -171,6 +174,9 @@ func (up *upgrades) start(d *drain.Drainer, n *systemd.Notifier, logger *slog.Lo
 			select {
 			case <-up.servedC:
 				logger.Info("the server this one replaced has exited: it may be upgraded again", "pid", os.Getpid())
+				if err := n.Status(handOverStatus(os.Getpid(), parent)); err != nil {
+					logger.Warn("telling systemd that the server serves", "err", err)
+				}
 			case <-up.done:
 			}
 		}()
@@ -332,8 +338,13 @@ func (up *upgrades) handOver(n *systemd.Notifier, logger *slog.Logger) {
 	} else {
 		logger.Info("upgrade: the successor serves, draining", "successor_pid", pid)
 	}
-	status := fmt.Sprintf("serving (pid %d, upgraded from pid %d)", pid, os.Getpid())
-	if err := n.HandOver(pid, status); err != nil {
+	if err := n.HandOver(pid, handOverStatus(pid, os.Getpid())); err != nil {
 		logger.Warn("telling systemd of the successor", "err", err)
 	}
+}
+
+// handOverStatus is the status line of a server, pid, that replaced
+// another, parent, in an upgrade.
+func handOverStatus(pid, parent int) string {
+	return fmt.Sprintf("serving (pid %d, upgraded from pid %d)", pid, parent)
 }
