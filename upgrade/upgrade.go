@@ -91,6 +91,9 @@ type Upgrader struct {
 	stopped   bool // guarded by mu
 	successor int  // the process ID the successor reported; guarded by mu
 	reported  bool // this process wrote its report; guarded by mu
+	// upgradeDone is closed when the upgrade that runs has its result;
+	// guarded by mu.
+	upgradeDone chan struct{}
 }
 
 // New returns the process's Upgrader. When the process is the successor in
@@ -299,7 +302,10 @@ func (u *Upgrader) Upgrade() error {
 		return err
 	}
 	u.running = true
+	done := make(chan struct{})
+	u.upgradeDone = done
 	u.mu.Unlock()
+	defer close(done) // after the deferred Unlock below: the result is set
 
 	// The successor reports on this pipe before it tells tableflip.
 	r, w, err := os.Pipe()
@@ -438,6 +444,15 @@ func (u *Upgrader) Stop() {
 	u.tf.Stop()
 	// The Upgrader's goroutine closes the copies, then the channel.
 	<-u.tf.Exit()
+	// An upgrade that tableflip completed as Stop came may not have set
+	// its result yet: wait for it, so that the PID file of a successor
+	// that serves stays.
+	u.mu.Lock()
+	running, done := u.running, u.upgradeDone
+	u.mu.Unlock()
+	if running {
+		<-done
+	}
 	u.mu.Lock()
 	upgraded := u.upgraded
 	u.mu.Unlock()
