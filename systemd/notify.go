@@ -117,12 +117,16 @@ func (n *Notifier) OnStop(ctx context.Context, e stophook.Event) error {
 	}
 	// Half of what remains of the call's time: a message that systemd
 	// does not take by then is given up, before the drain gives up on
-	// the hook and counts it as an error.
+	// the hook and counts it as an error. But never a deadline already
+	// past, with which even a socket with room would take nothing.
 	deadline := time.Now().Add(sendTimeout)
 	if d, ok := ctx.Deadline(); ok {
 		if half := time.Now().Add(time.Until(d) / 2); half.Before(deadline) {
 			deadline = half
 		}
+	}
+	if least := time.Now().Add(minSendTime); deadline.Before(least) {
+		deadline = least
 	}
 	if err := n.sendBy(deadline, state...); err != nil && n.o.onError != nil {
 		n.o.onError(fmt.Errorf("%w (drain event %v)", err, e.Phase))
@@ -194,6 +198,10 @@ func phaseStatus(e stophook.Event) string {
 // sender wait for room: without a bound, a message would hold its caller,
 // and the drain or the exit behind it, for ever.
 const sendTimeout = time.Second
+
+// minSendTime is the least time given to a message of the drain, whose
+// call may have no time left: enough to write to a socket with room.
+const minSendTime = 10 * time.Millisecond
 
 // send sends the assignments in one datagram, unless the process has handed
 // the service over, waiting for room for at most sendTimeout.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/drainkit/drainkit/drain"
+	"github.com/drainkit/drainkit/stophook"
 	"github.com/drainkit/drainkit/systemd"
 )
 
@@ -119,5 +120,20 @@ func TestNotifierAbstractSocket(t *testing.T) {
 	}
 	if got := string(buf[:k]); !strings.HasPrefix(got, "READY=1\n") {
 		t.Errorf("the abstract socket got %q, want READY=1 first", got)
+	}
+}
+
+// A drain event whose call has no time left is still sent to a socket with
+// room.
+func TestNotifierOnStopWithoutTime(t *testing.T) {
+	sd := newFakeSystemd(t)
+	n := systemd.NewNotifier()
+	ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	if err := n.OnStop(ctx, stophook.Event{Phase: stophook.NotReady, Started: time.Now()}); err != nil {
+		t.Fatalf("OnStop() = %v, want nil", err)
+	}
+	if m := sd.next(t); m["STOPPING"] != "1" {
+		t.Errorf("OnStop(NotReady) with its context ended sent %v, want STOPPING=1", m)
 	}
 }
