@@ -31,8 +31,12 @@
 // ErrUpgraded once one has succeeded, ErrStopped after Stop,
 // ErrParentDraining while the process that this one replaced still runs
 // (tableflip starts no successor before; WaitForParent waits for its exit),
-// and ErrPID1 in the first process of a PID namespace, whose exit would
-// make the kernel kill the successor.
+// ErrPID1 in the first process of a PID namespace, whose exit would make
+// the kernel kill the successor, and ErrContainerInit in the main process
+// of a container that is not its PID 1: the child of a minimal init
+// (docker run --init, tini, dumb-init), which exits with it, or a process
+// whose parent lies outside its PID namespace (a pod sharing one), whose
+// exit ends the container.
 //
 // Stop ends the Upgrader when the process drains for good (on SIGTERM): an
 // upgrade in progress is abandoned and its successor killed, and the
@@ -73,7 +77,7 @@
 // ones, and the drain's readiness delay moves traffic between them. Nor is
 // it to be used: the server is usually the first process of its container,
 // whose exit ends the container, the successor with it: Upgrade refuses
-// with ErrPID1 there. The Upgrader does nothing unless Upgrade is called.
+// with ErrPID1 or ErrContainerInit there. The Upgrader does nothing unless Upgrade is called.
 //
 // The package never installs signal handlers and logs nothing.
 package upgrade

@@ -17,3 +17,6 @@ func processGone(int) bool { return false }
 
 // childOf is not known: the PID file is left alone.
 func childOf(int, int) bool { return false }
+
+// containerMain is not known: upgrades are not refused for it.
+func containerMain() bool { return false }

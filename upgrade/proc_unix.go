@@ -47,3 +47,34 @@ func childOf(pid, parent int) bool {
 	ppid, err := strconv.Atoi(string(fields[1]))
 	return err == nil && ppid == parent
 }
+
+// containerMain reports whether the process is the main process of a
+// container without being its PID 1: its parent lies outside its PID
+// namespace (getppid returns 0), or its parent is PID 1 of a PID namespace
+// of its own (a nested one, as /proc/self/status's NSpid says) and no
+// service manager watches it (NOTIFY_SOCKET unset: systemd in a container
+// outlives its services, a minimal init does not).
+func containerMain() bool {
+	switch os.Getppid() {
+	case 0:
+		return true
+	case 1:
+		return os.Getenv("NOTIFY_SOCKET") == "" && nestedPIDNamespace()
+	}
+	return false
+}
+
+// nestedPIDNamespace reports whether the process's PID namespace is not
+// the first one: it has a process ID in more than one namespace.
+func nestedPIDNamespace() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		if rest, ok := bytes.CutPrefix(line, []byte("NSpid:")); ok {
+			return len(bytes.Fields(rest)) > 1
+		}
+	}
+	return false
+}

@@ -44,6 +44,15 @@ var (
 	// upgrade, the kernel kills every other process of the namespace, the
 	// successor included.
 	ErrPID1 = errors.New("upgrade: the process is PID 1, and its successor would be killed when it exits")
+	// ErrContainerInit is returned by Upgrade in the one process that a
+	// container's minimal init runs (docker run --init, tini, dumb-init:
+	// its parent is PID 1 of a PID namespace of its own, and no service
+	// manager watches it, NOTIFY_SOCKET being unset), and in a process
+	// whose parent lies outside its PID namespace (the first process of a
+	// container that shares its pod's): when it exits, the init exits, or
+	// the container runtime ends the container, and the successor is
+	// killed.
+	ErrContainerInit = errors.New("upgrade: the process is the main process of a container, whose end would kill its successor")
 	// ErrNoSuccessorPID is returned by SuccessorPID when no successor has
 	// reported its process ID.
 	ErrNoSuccessorPID = errors.New("upgrade: no successor reported its process ID")
@@ -291,7 +300,8 @@ func writePIDFile(path string) error {
 //
 // It returns ErrNotReady before Ready, ErrInProgress while another upgrade
 // runs, ErrUpgraded after a successful one, ErrStopped after Stop,
-// ErrPID1 in the first process of a PID namespace and ErrParentDraining
+// ErrPID1 in the first process of a PID namespace, ErrContainerInit in the
+// main process of a container under a minimal init, and ErrParentDraining
 // while the process that this one replaced still runs, at once. When the
 // successor reported why it could not serve (its PID file), the error says
 // so.
@@ -363,7 +373,8 @@ func (u *Upgrader) Upgrade() error {
 
 // Upgradable returns nil if Upgrade, called now, would start a successor,
 // and otherwise the error with which it would refuse: ErrNotReady,
-// ErrInProgress, ErrUpgraded, ErrStopped, ErrPID1 or ErrParentDraining. It tells a caller what to
+// ErrInProgress, ErrUpgraded, ErrStopped, ErrPID1, ErrContainerInit or
+// ErrParentDraining. It tells a caller what to
 // announce; the answer may change before Upgrade is called, if another
 // goroutine calls Upgrade, Ready or Stop.
 func (u *Upgrader) Upgradable() error {
@@ -387,6 +398,8 @@ func (u *Upgrader) refusal() error {
 		return ErrNotReady
 	case os.Getpid() == 1:
 		return ErrPID1
+	case containerMain():
+		return ErrContainerInit
 	}
 	select {
 	case <-u.parentExited:

@@ -29,8 +29,9 @@ import (
 //     drains; Serve returns the drain's result. If the successor exits or
 //     does not serve in time, it is killed, the failure is logged, and this
 //     process serves on.
-//   - SIGHUP before the server serves, after a successful upgrade, or once
-//     the server drains, is refused with a record that says so (and
+//   - SIGHUP before the server serves, after a successful upgrade, once
+//     the server drains, or in a container (PID 1, or the child of a
+//     minimal init), is refused with a record that says so (and
 //     systemd hears nothing of it); SIGHUP during an upgrade is ignored,
 //     with a record.
 //   - A drain that begins during an upgrade (SIGTERM, SIGINT) abandons it:
@@ -284,7 +285,7 @@ func (up *upgrades) upgraded(err error, n *systemd.Notifier, logger *slog.Logger
 	case errors.Is(err, upgrade.ErrStopped):
 		logger.Info("upgrade abandoned: the server drains", "err", err)
 	case errors.Is(err, upgrade.ErrUpgraded), errors.Is(err, upgrade.ErrNotReady), errors.Is(err, upgrade.ErrInProgress),
-		errors.Is(err, upgrade.ErrPID1), errors.Is(err, upgrade.ErrParentDraining):
+		errors.Is(err, upgrade.ErrPID1), errors.Is(err, upgrade.ErrContainerInit), errors.Is(err, upgrade.ErrParentDraining):
 		refused(err, syscall.SIGHUP, n, logger)
 	case err != nil:
 		logger.Warn("upgrade failed: the server serves on", "err", err)
@@ -315,6 +316,8 @@ func refused(err error, sig os.Signal, n *systemd.Notifier, logger *slog.Logger)
 		msg = "upgrade refused: the server drains"
 	case errors.Is(err, upgrade.ErrPID1):
 		msg = "upgrade refused: the server is PID 1, and its successor would be killed when it exits; restart it instead"
+	case errors.Is(err, upgrade.ErrContainerInit):
+		msg = "upgrade refused: the server is the main process of a container (under an init such as docker run --init), and its successor would be killed when it exits; restart it instead"
 	case errors.Is(err, upgrade.ErrParentDraining):
 		msg = "upgrade refused: the server this one replaced still drains; reload once it has exited"
 	case errors.Is(err, upgrade.ErrInProgress):
