@@ -59,9 +59,9 @@
 // silent: its STOPPING=1 would otherwise stop the unit that the successor
 // now serves.
 //
-// A message waits for room on NOTIFY_SOCKET for at most a second, and a
-// message of the drain (OnStop) for at most half of what remains of its
-// call's time: a datagram socket whose reader has stopped reading (a
+// A message waits for room on NOTIFY_SOCKET for at most a second (that of
+// HandOver for ten), and a message of the drain (OnStop) for at most half
+// of what remains of its call's time: a datagram socket whose reader has stopped reading (a
 // service manager busy elsewhere) takes a few datagrams and then makes
 // every sender wait, which go-systemd's SdNotify does without a bound, so
 // that a reload, a drain or the exit behind them would wait for ever.

@@ -83,11 +83,14 @@ func (n *Notifier) Status(status string) error {
 // Every later message is dropped, and the drain that follows tells systemd
 // nothing: its STOPPING=1 would stop the unit that the successor now serves.
 // With pid zero or negative (the successor's process ID is unknown), it
-// sends nothing and falls silent all the same.
+// sends nothing and falls silent all the same. On a NOTIFY_SOCKET whose
+// queue is full, the message waits for room for up to ten seconds rather
+// than one: lost, it would make systemd stop the unit, the successor with
+// it, when this process exits.
 func (n *Notifier) HandOver(pid int, status string) error {
 	var err error
 	if pid > 0 {
-		err = n.send("MAINPID="+strconv.Itoa(pid), "READY=1", "STATUS="+status)
+		err = n.sendBy(time.Now().Add(handOverTimeout), "MAINPID="+strconv.Itoa(pid), "READY=1", "STATUS="+status)
 	}
 	n.mu.Lock()
 	n.handedOver = true
@@ -198,6 +201,10 @@ func phaseStatus(e stophook.Event) string {
 // sender wait for room: without a bound, a message would hold its caller,
 // and the drain or the exit behind it, for ever.
 const sendTimeout = time.Second
+
+// handOverTimeout bounds the wait of HandOver's message, whose loss would
+// stop the unit.
+const handOverTimeout = 10 * time.Second
 
 // minSendTime is the least time given to a message of the drain, whose
 // call may have no time left: enough to write to a socket with room.

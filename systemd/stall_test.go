@@ -137,3 +137,19 @@ func TestNotifierOnStopWithoutTime(t *testing.T) {
 		t.Errorf("OnStop(NotReady) with its context ended sent %v, want STOPPING=1", m)
 	}
 }
+
+// HandOver's message, whose loss would stop the unit, waits for room longer
+// than the others, and is given up all the same.
+func TestNotifierHandOverStalls(t *testing.T) {
+	stalledSystemd(t)
+	n := systemd.NewNotifier()
+	start := time.Now()
+	err := n.HandOver(1, "serving")
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Errorf("HandOver() to a stalled NOTIFY_SOCKET = %v, want a time-out", err)
+	}
+	if took < 5*time.Second || took > 5*time.Second+defaultTestTimeout {
+		t.Errorf("HandOver() to a stalled NOTIFY_SOCKET gave up after %v, want 10s", took)
+	}
+}
