@@ -95,9 +95,12 @@
 // Accept on a goroutine of its own, and grpc's Accept returns the moment
 // the drain stops accepting: the drain's waits stay within Budget, and
 // end at once with the context of Drain, whatever the wrapped listener
-// does. The wrapped Accept is left to return on its own, and a connection
-// it returns then is closed; so is the wrapped Close, which may wait on
-// such an Accept too: it runs on a goroutine of its own.
+// does. A connection the wrapped Accept returns while its listener
+// closes is still served and drained (under socket activation no other
+// process would take it up): the drain waits up to 100ms for the wrapped
+// Accept to end. One that does not is left to return on its own, and a
+// connection it returns after that is closed; so is the wrapped Close,
+// which may wait on such an Accept too: it runs on a goroutine of its own.
 //
 // # Defaults and the budget
 //

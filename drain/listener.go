@@ -33,8 +33,12 @@ const acceptSettle = 100 * time.Millisecond
 // that sends nothing, and closing the listener does not end that wait.
 // grpc's GracefulStop and Stop wait for its Accept to return before they
 // touch a connection, so no wait of the drain depends on the wrapped
-// Accept. A connection that the wrapped Accept returns once the drain has
-// stopped accepting is closed, as grpc closes one accepted as it stops.
+// Accept. A connection that the wrapped Accept returns while the drain
+// stops accepting (as its listener closes) is still given to grpc, which
+// drains it with the others: under socket activation no other process
+// would take it. stopAccepting waits, for at most acceptSettle, for the
+// wrapped Accept to end, so that the settling covers that connection too;
+// one returned later still, after Close, is closed.
 type drainListener struct {
 	net.Listener
 
@@ -47,8 +51,7 @@ type drainListener struct {
 	failed    chan struct{}     // closed when the wrapped Accept has failed for good
 	failure   error             // set before failed is closed
 
-	stopOnce sync.Once
-	stop     chan struct{} // closed by stopAccepting
+	loopDone chan struct{} // closed when the accepting goroutine returns
 
 	mu       sync.Mutex
 	stopping bool      // guarded by mu
@@ -66,12 +69,13 @@ func newDrainListener(lis net.Listener) *drainListener {
 		closed:   make(chan struct{}),
 		accepted: make(chan acceptResult),
 		failed:   make(chan struct{}),
-		stop:     make(chan struct{}),
+		loopDone: make(chan struct{}),
 	}
 }
 
-// Accept returns the next connection, until stopAccepting is called: then
-// it waits for Close and returns net.ErrClosed.
+// Accept returns the next connection, until Close, or until the wrapped
+// Accept fails once stopAccepting has closed it: then it waits for Close
+// and returns net.ErrClosed.
 func (l *drainListener) Accept() (net.Conn, error) {
 	l.startOnce.Do(func() { go l.acceptLoop() })
 	select {
@@ -83,7 +87,6 @@ func (l *drainListener) Accept() (net.Conn, error) {
 			break
 		}
 		return nil, l.failure
-	case <-l.stop:
 	case <-l.closed:
 		return nil, net.ErrClosed
 	}
@@ -92,21 +95,15 @@ func (l *drainListener) Accept() (net.Conn, error) {
 }
 
 // acceptLoop calls the wrapped Accept and hands what it returns to Accept,
-// until it fails for good or the listener stops accepting.
+// until it fails for good (stopAccepting closes it) or Close.
 func (l *drainListener) acceptLoop() {
+	defer close(l.loopDone)
 	for {
 		c, err := l.Listener.Accept()
 		if err == nil {
 			l.mu.Lock()
-			stopping := l.stopping
-			if !stopping {
-				l.last = time.Now()
-			}
+			l.last = time.Now()
 			l.mu.Unlock()
-			if stopping {
-				c.Close()
-				return
-			}
 		} else if !isTemporary(err) {
 			l.failure = err
 			close(l.failed)
@@ -114,11 +111,6 @@ func (l *drainListener) acceptLoop() {
 		}
 		select {
 		case l.accepted <- acceptResult{c: c, err: err}:
-		case <-l.stop:
-			if c != nil {
-				c.Close()
-			}
-			return
 		case <-l.closed:
 			if c != nil {
 				c.Close()
@@ -143,17 +135,25 @@ func (l *drainListener) isStopping() bool {
 
 // stopAccepting makes Accept stop taking connections: it closes the
 // wrapped listener, which ends a wrapped Accept waiting on the socket,
-// and returns at once when grpc will surely have taken up the connection
-// accepted last. It waits for nothing: an Accept in progress returns at
-// once, and the wrapped Accept and Close are left to return on their own.
+// waits for at most acceptSettle for the wrapped Accept to end, and
+// returns when grpc will surely have taken up the connection accepted
+// last. A wrapped Accept or Close that does not end is left to end on its
+// own: no wait of the drain depends on it for longer than acceptSettle.
 func (l *drainListener) stopAccepting() time.Time {
 	l.mu.Lock()
 	l.stopping = true
-	last := l.last
 	l.mu.Unlock()
-	l.stopOnce.Do(func() { close(l.stop) })
 	l.closeInner()
-	return last.Add(acceptSettle)
+	l.startOnce.Do(func() { close(l.loopDone) }) // Serve never called Accept
+	t := time.NewTimer(acceptSettle)
+	select {
+	case <-l.loopDone:
+	case <-t.C:
+	}
+	t.Stop()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.last.Add(acceptSettle)
 }
 
 // closeInner closes the wrapped listener, once, on a goroutine of its
