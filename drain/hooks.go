@@ -2,6 +2,7 @@ package drain
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"slices"
@@ -10,11 +11,21 @@ import (
 	"github.com/drainkit/drainkit/stophook"
 )
 
+// ErrHookNotCalled is wrapped by the HookError of a call the drain did not
+// make, because the hook could no longer handle its event in time: the
+// event came after the time the drain gives the events before Cleanup (the
+// longest its waits can take, from its start), or the hook's call for an
+// earlier event had still not returned when this call's time ran out. A
+// hook never gets an event late, or while it handles another: it misses
+// it, and the drain says so.
+var ErrHookNotCalled = errors.New("not called")
+
 // A HookError is the error of one hook call. It unwraps to the hook's own
-// error, to context.DeadlineExceeded when the hook outlived its timeout, to
-// context.Canceled when it was still running as the drain skipped its waits
-// (a second signal, or the end of the context of Drain), or to a
-// *PanicError when the hook panicked.
+// error, to context.DeadlineExceeded when the hook outlived its timeout or
+// the drain's waits, to context.Canceled when it was still running as the
+// drain skipped its waits (a second signal, or the end of the context of
+// Drain), to a *PanicError when the hook panicked, or to ErrHookNotCalled
+// when the drain could not call it for its event.
 type HookError struct {
 	Hook  string // the hook's position in registration order and its type, or its String
 	Phase stophook.Phase
@@ -38,15 +49,26 @@ func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 // hookRunner calls the hooks of one drain, one at a time, on a goroutine of
 // its own, so that hooks run beside the waits of the drain instead of adding
 // to them.
+//
+// A call has the hook timeout from the moment it is due, and for an event
+// before Cleanup no time past the cutoff, the longest the drain's waits can
+// take: the events before Cleanup are handled within the waits, and a call
+// left with no time is not made. Each hook handles one event at a time, in
+// phase order: a call abandoned at its deadline keeps the hook busy until
+// it returns, and the hook's next call waits for that within its own time,
+// or is not made.
 type hookRunner struct {
 	base    context.Context // the parent of each call's context
 	skipCtx context.Context // ends when the drain skips its waits
 	hooks   []stophook.Hook // in registration order
 	timeout time.Duration
-	cutoff  time.Time // no call for an event before Cleanup lasts past it
-	events  chan queued
-	done    chan struct{}
-	errs    []error // owned by the runner's goroutine until done is closed
+	waits   time.Duration // the longest the drain's waits can take
+	cutoff  time.Time     // the drain's start plus waits
+
+	events chan queued
+	done   chan struct{}
+	busy   []chan struct{} // per hook: closed when its last call returned; owned by the runner's goroutine
+	errs   []error         // owned by the runner's goroutine until done is closed
 }
 
 func (d *Drainer) startHooks(base context.Context, started time.Time) *hookRunner {
@@ -55,9 +77,11 @@ func (d *Drainer) startHooks(base context.Context, started time.Time) *hookRunne
 		skipCtx: d.skipCtx,
 		hooks:   d.o.hooks,
 		timeout: d.o.hookTimeout,
+		waits:   d.waits(),
 		cutoff:  started.Add(d.waits()),
 		events:  make(chan queued, numEvents),
 		done:    make(chan struct{}),
+		busy:    make([]chan struct{}, len(d.o.hooks)),
 	}
 	go h.run()
 	return h
@@ -68,7 +92,7 @@ func (d *Drainer) startHooks(base context.Context, started time.Time) *hookRunne
 const numEvents = 5
 
 // queued is an event waiting for the hooks, with the channel closed once
-// every hook has handled it.
+// every hook has handled it, or was found unable to.
 type queued struct {
 	event   stophook.Event
 	handled chan struct{}
@@ -77,7 +101,7 @@ type queued struct {
 // send queues the event of phase p for the hooks, and returns a channel
 // closed once every hook has handled it.
 func (h *hookRunner) send(p stophook.Phase, r *Report, inFlight int) <-chan struct{} {
-	e := stophook.Event{Phase: p, Started: r.Started, InFlight: inFlight, Cancelled: r.Cancelled}
+	e := stophook.Event{Phase: p, Started: r.Started, InFlight: inFlight, Cancelled: r.Cancelled, Forced: r.Forced}
 	if p == stophook.Cleanup {
 		e.Leaked = slices.Clone(r.Leaked)
 	}
@@ -87,7 +111,9 @@ func (h *hookRunner) send(p stophook.Phase, r *Report, inFlight int) <-chan stru
 }
 
 // finish waits for the hooks to handle every event sent and returns their
-// errors. Every call is bounded by the timeout, so finish is too.
+// errors. Every call, and every wait for a hook still busy, is bounded by
+// the hook timeout, and those for events before Cleanup by the cutoff too,
+// so finish is bounded as Budget says.
 func (h *hookRunner) finish() []error {
 	close(h.events)
 	<-h.done
@@ -106,25 +132,46 @@ func (h *hookRunner) run() {
 	}
 }
 
-// call calls hook i with e, and gives up on it when its timeout passes, for
-// an event before Cleanup at the cutoff, and, for a call already running
-// when the drain skips its waits, then: the call's context ends, and the
-// call is left to return on its own.
+// call calls hook i with e, unless it can no longer. The call's time is the
+// hook timeout from now, and, for an event before Cleanup, ends at the
+// cutoff at the latest. If the hook's previous call is still running, the
+// call waits for it within that time. A call left with no time is not made.
+// The call's context ends with its time, and, for a call running when the
+// drain skips its waits, then: calls made after the skip get their whole
+// time. A call whose context ends is left to return on its own.
 //
 // No code of the hook but OnStop runs on the runner: its String, for the
 // error, is called on the call's goroutine, within the same bounds.
 func (h *hookRunner) call(i int, e stophook.Event) error {
 	hook := h.hooks[i]
 	deadline := time.Now().Add(h.timeout)
+	why := fmt.Sprintf("the hook timeout (%v) ran out", h.timeout)
 	if e.Phase != stophook.Cleanup && h.cutoff.Before(deadline) {
 		deadline = h.cutoff
+		why = fmt.Sprintf("the drain's waits were over (they take %v at the most)", h.waits)
 	}
 	ctx, cancel := context.WithDeadline(h.base, deadline)
 	defer cancel()
+	notCalled := func(reason string) error {
+		return &HookError{Hook: typeName(i, hook), Phase: e.Phase, Err: fmt.Errorf("%w: %s", ErrHookNotCalled, reason)}
+	}
+	if ctx.Err() != nil {
+		return notCalled(why)
+	}
+	if busy := h.busy[i]; busy != nil {
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return notCalled("its call for an earlier event had not returned when " + why)
+		}
+		if ctx.Err() != nil {
+			return notCalled(why)
+		}
+	}
 	if h.skipCtx.Err() == nil {
 		// Hooks that honour their context return as soon as the drain
 		// skips its waits, so that the forced stop and the exit follow at
-		// once. Calls made after the skip get their whole timeout.
+		// once.
 		stop := context.AfterFunc(h.skipCtx, cancel)
 		defer stop()
 	}
@@ -133,7 +180,10 @@ func (h *hookRunner) call(i int, e stophook.Event) error {
 		name string
 	}
 	result := make(chan outcome, 1)
+	returned := make(chan struct{})
+	h.busy[i] = returned
 	go func() {
+		defer close(returned)
 		defer func() {
 			if v := recover(); v != nil {
 				result <- outcome{err: &PanicError{Value: v, Stack: debug.Stack()}, name: typeName(i, hook)}
@@ -146,19 +196,33 @@ func (h *hookRunner) call(i int, e stophook.Event) error {
 		}
 		result <- outcome{err: err, name: name}
 	}()
+	var o outcome
 	select {
-	case o := <-result:
-		if o.err == nil {
-			return nil
-		}
-		return &HookError{Hook: o.name, Phase: e.Phase, Err: o.err}
+	case o = <-result:
 	case <-ctx.Done():
-		err := fmt.Errorf("did not return in time (hook timeout %v): %w", h.timeout, ctx.Err())
-		if skip := context.Cause(h.skipCtx); skip != nil && ctx.Err() == context.Canceled {
-			err = fmt.Errorf("abandoned when the drain skipped its waits (%v): %w", skip, ctx.Err())
+		select {
+		case o = <-result: // returned as its context ended: not late
+		default:
+			return &HookError{Hook: typeName(i, hook), Phase: e.Phase,
+				Err: fmt.Errorf("abandoned: did not return when %s: %w", h.why(ctx, why), ctx.Err())}
 		}
-		return &HookError{Hook: typeName(i, hook), Phase: e.Phase, Err: err}
 	}
+	if o.err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		o.err = fmt.Errorf("%w (returned as its context ended: %s)", o.err, h.why(ctx, why))
+	}
+	return &HookError{Hook: o.name, Phase: e.Phase, Err: o.err}
+}
+
+// why says why the context ctx of a call has ended, given why its time
+// runs out.
+func (h *hookRunner) why(ctx context.Context, timeUp string) string {
+	if ctx.Err() == context.Canceled && h.skipCtx.Err() != nil {
+		return fmt.Sprintf("the drain skipped its waits (%v)", context.Cause(h.skipCtx))
+	}
+	return timeUp
 }
 
 // hookName names hook i by its String method if it has one, and by its

@@ -7,20 +7,34 @@
 // ignores the events it has no use for.
 //
 // The rules a drain keeps, which a hook may rely on:
+//   - Each hook sees the events of a drain in phase order, one call at a
+//     time: it is never called for an event while its call for another
+//     runs, nor for an event after a later one, whatever the timeouts, the
+//     skips and the other hooks do.
 //   - Hooks run one at a time, in reverse order of registration: the last
 //     resource opened is closed first.
 //   - Each call gets its own context, which ends after the drain's hook
-//     timeout, and also when the drain skips its waits while the call runs
-//     (a second signal, or the end of the context given to Drain): calls
-//     made after the skip get their whole timeout. A hook that blocks past
-//     its context is abandoned: the drain goes on, and the call is reported
-//     as an error naming the hook. It costs its timeout and nothing more. An abandoned call may still be running when
-//     the hook is called for the next event, so a hook that can block must
-//     be safe for concurrent use, as the helpers here are.
+//     timeout and, for the events before Cleanup, once the longest the
+//     drain's waits can take has passed since its start; it also ends when
+//     the drain skips its waits while the call runs (a second signal, or
+//     the end of the context given to Drain): calls made after the skip get
+//     their whole time. A call that would start with no time left is not
+//     made: a hook may miss events before Cleanup, when the drain's waits
+//     are over (every wait zero, say) or when an earlier call of the hook
+//     still runs, and the drain's error then names the hook and the phase
+//     (drain.ErrHookNotCalled).
+//   - A hook that blocks past its context is abandoned: the drain goes on,
+//     and the call is reported as an error naming the hook. It costs its
+//     time and nothing more. The hook is not called again until that call
+//     returns; its next call waits for it within its own time.
+//   - Cleanup reaches every hook, within the hook timeout, unless the
+//     hook's call for an earlier event is still running a hook timeout
+//     after the drain sent Cleanup.
 //   - A hook that panics does not stop the drain: the panic becomes an error
 //     naming the hook and carrying the panic value.
-//   - Errors do not stop the drain either: every hook sees every event, and
-//     the drain returns all their errors joined.
+//   - Errors do not stop the drain either: every hook is called for every
+//     event it can still handle, and the drain returns all their errors
+//     joined.
 //
 // So a hook must not wait for RPCs to finish (the drain does that, bounded)
 // and should start long work, such as an HTTP server's Shutdown, in the

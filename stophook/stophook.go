@@ -75,6 +75,11 @@ type Event struct {
 	InFlight  int       // RPCs whose handler was running when the event was sent
 	Cancelled int       // handlers whose context the drain has cancelled so far
 
+	// Forced tells, at Force, whether the forced stop cuts RPCs, and at
+	// Cleanup whether the drain was forced: its stop cut RPCs or left
+	// handlers running (drain.Report.Forced). It is false before Force.
+	Forced bool
+
 	// Leaked lists the handlers still running after the forced stop, at
 	// Cleanup; it is empty otherwise. Hooks must not modify it.
 	Leaked []interceptors.Call
