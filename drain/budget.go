@@ -45,12 +45,22 @@ func addSat(a, b time.Duration) time.Duration {
 	return a + b
 }
 
-// CheckBudget returns nil if Budget is within limit, and otherwise an error
-// that lists what makes up the budget and names the setting that takes it
-// past the limit.
+// BudgetMargin is the time CheckBudget keeps between Budget and the limit
+// it is given. A drain takes a few milliseconds more than the sum of its
+// waits and hook timeouts (the work between the waits, the scheduling of
+// its goroutines, the log records); and after Drain returns, the process
+// still has to exit before the limit, when Kubernetes or systemd kill it. A
+// second covers both many times over; measured, a forced drain of the
+// worst case overshoots its Budget by a few milliseconds (see
+// BENCHMARKS.md).
+const BudgetMargin = time.Second
+
+// CheckBudget returns nil if Budget, plus BudgetMargin, is within limit,
+// and otherwise an error that lists what makes up the budget and names the
+// setting that takes it past the limit.
 func (d *Drainer) CheckBudget(limit time.Duration) error {
 	budget := d.Budget()
-	if budget <= limit {
+	if addSat(budget, BudgetMargin) <= limit {
 		return nil
 	}
 	parts := []struct {
@@ -63,9 +73,12 @@ func (d *Drainer) CheckBudget(limit time.Duration) error {
 		{"the force wait (WithForceWait)", d.o.forceWait},
 		{fmt.Sprintf("the hook time (%d hooks × WithHookTimeout %v)", len(d.o.hooks), d.o.hookTimeout), d.stoppedHooks()},
 	}
-	var sum time.Duration
-	culprit := ""
+	sum := BudgetMargin
+	culprit := "the margin (BudgetMargin) alone"
 	for _, p := range parts {
+		if sum > limit {
+			break
+		}
 		sum = addSat(sum, p.d)
 		if sum > limit {
 			culprit = p.name
@@ -76,6 +89,6 @@ func (d *Drainer) CheckBudget(limit time.Duration) error {
 	if budget == math.MaxInt64 {
 		over = " (the largest duration: the settings sum past it)"
 	}
-	return fmt.Errorf("drain: worst case %v%s exceeds the limit of %v: readiness delay %v + grace period %v + cancel grace %v + force wait %v + hooks %v; %s takes it past the limit",
-		budget, over, limit, d.o.readinessDelay, d.o.gracePeriod, d.o.cancelGrace, d.o.forceWait, d.stoppedHooks(), culprit)
+	return fmt.Errorf("drain: worst case %v%s plus a margin of %v (BudgetMargin) exceeds the limit of %v: readiness delay %v + grace period %v + cancel grace %v + force wait %v + hooks %v; %s takes it past the limit",
+		budget, over, BudgetMargin, limit, d.o.readinessDelay, d.o.gracePeriod, d.o.cancelGrace, d.o.forceWait, d.stoppedHooks(), culprit)
 }

@@ -50,12 +50,16 @@
 // runs: NotReady, Graceful, Cancel, Force and Cleanup. They run one at
 // a time, in reverse order of registration, on a goroutine of the drain's
 // own, beside its waits rather than inside them, so that a slow hook delays
-// later hooks, not the server's shutdown. Each call has its own context,
-// which ends after the hook timeout, and for the events before Cleanup no
-// later than the longest the waits can take; a call that outlives its
-// context is abandoned and reported, a panic is recovered and reported, and
-// every error is joined into the error of Drain. So hooks add to the worst
-// case only their handling of Cleanup: one hook timeout per hook.
+// later hooks, not the server's shutdown. Each hook sees the events in phase
+// order, one call at a time. Each call has its own context, which ends
+// after the hook timeout, and for the events before Cleanup no later than
+// the longest the waits can take; a call that outlives its context is
+// abandoned and reported, and the hook is not called again before that call
+// returns; a call that would start with no time left is not made, and
+// reported with ErrHookNotCalled (with every wait zero, hooks see Cleanup
+// alone); a panic is recovered and reported, and every error is joined into
+// the error of Drain. So hooks add to the worst case only their handling of
+// Cleanup: one hook timeout per hook.
 //
 // A server mounted with grpc.Server.ServeHTTP (behind an HTTP/2 server,
 // to share its port) gets no GOAWAY from GracefulStop, which closes those
@@ -113,7 +117,9 @@
 // leaving a margin for the signal to arrive and the process to exit. A
 // grace period of 15s is long for a unary call and short enough for the
 // sum; a server with longer calls raises it and the pod's grace with it.
-// CheckBudget tells which setting overflows a limit.
+// CheckBudget tells which setting overflows a limit, keeping BudgetMargin (a
+// second) for the few milliseconds a drain takes past its Budget and for
+// the process's exit: 26s and 28s pass CheckBudget(30s).
 //
 // # Signals
 //

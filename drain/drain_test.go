@@ -582,13 +582,45 @@ func TestBudget(t *testing.T) {
 func TestCheckBudget(t *testing.T) {
 	srv := grpc.NewServer()
 	tr := interceptors.NewTracker()
-	d := drain.New(srv, tr, drain.WithReadinessDelay(5*time.Second))
-	if err := d.CheckBudget(30 * time.Second); err != nil {
-		t.Errorf("CheckBudget(30s) = %v, want nil", err)
+	nop := stophook.Func(func(context.Context, stophook.Event) error { return nil })
+	// A budget of 5s + 10s + 2s + 1s + 1 hook × 2s = 20s, whatever the
+	// defaults.
+	d := drain.New(srv, tr, drain.WithReadinessDelay(5*time.Second), drain.WithGracePeriod(10*time.Second),
+		drain.WithCancelGrace(2*time.Second), drain.WithForceWait(time.Second),
+		drain.WithHooks(nop), drain.WithHookTimeout(2*time.Second))
+	if got, want := d.Budget(), 20*time.Second; got != want {
+		t.Fatalf("Budget() = %v, want %v", got, want)
 	}
-	err := d.CheckBudget(10 * time.Second)
-	if err == nil || !strings.Contains(err.Error(), "grace period (WithGracePeriod)") || !strings.Contains(err.Error(), "24s") {
-		t.Errorf("CheckBudget(10s) = %v, want an error naming the grace period and the 24s budget", err)
+	tests := []struct {
+		name  string
+		limit time.Duration
+		want  []string // in the error; none for nil
+	}{
+		{"margin kept", 20*time.Second + drain.BudgetMargin, nil},
+		{"plenty", time.Minute, nil},
+		{"budget equal to the limit", 20 * time.Second, []string{"20s", "margin of 1s (BudgetMargin)", "the hook time"}},
+		{"a millisecond short", 21*time.Second - time.Millisecond, []string{"margin of 1s", "the hook time"}},
+		{"grace period", 10 * time.Second, []string{"grace period (WithGracePeriod) takes it past"}},
+		{"margin alone", 500 * time.Millisecond, []string{"the margin (BudgetMargin) alone takes it past"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := d.CheckBudget(tt.limit)
+			if tt.want == nil {
+				if err != nil {
+					t.Errorf("CheckBudget(%v) = %v, want nil", tt.limit, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("CheckBudget(%v) = nil, want an error saying %q", tt.limit, tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("CheckBudget(%v) = %v, want it to say %q", tt.limit, err, w)
+				}
+			}
+		})
 	}
 }
 

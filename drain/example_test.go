@@ -26,7 +26,7 @@ func ExampleDrainer_CheckBudget() {
 	// Output:
 	// 26s
 	// <nil>
-	// drain: worst case 26s exceeds the limit of 10s: readiness delay 5s + grace period 15s + cancel grace 3s + force wait 1s + hooks 2s; the grace period (WithGracePeriod) takes it past the limit
+	// drain: worst case 26s plus a margin of 1s (BudgetMargin) exceeds the limit of 10s: readiness delay 5s + grace period 15s + cancel grace 3s + force wait 1s + hooks 2s; the grace period (WithGracePeriod) takes it past the limit
 }
 
 // A program that handles its own signals calls Drain; the drain ends when
