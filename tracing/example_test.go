@@ -78,7 +78,7 @@ func ExampleServerOption() {
 		tracing.ServerOption(otelgrpc.WithTracerProvider(tp), otelgrpc.WithMeterProvider(mp)),
 	)...)
 	healthgrpc.RegisterHealthServer(srv, health.NewServer())
-	reg, err := tracing.InFlightGauge(tracker, tracing.WithMeterProvider(mp))
+	reg, err := tracing.InFlightCounter(tracker, tracing.WithMeterProvider(mp))
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -88,25 +88,29 @@ func counterTotal(t *testing.T, rm metricdata.ResourceMetrics, name string) int6
 	return total
 }
 
-// gaugePoints returns the data points of the int64 gauge called name.
-func gaugePoints(t *testing.T, rm metricdata.ResourceMetrics, name string) []metricdata.DataPoint[int64] {
+// inFlightPoints returns the data points of the int64 UpDownCounter called
+// name, and fails t if it is not one: a cumulative, non-monotonic sum.
+func inFlightPoints(t *testing.T, rm metricdata.ResourceMetrics, name string) []metricdata.DataPoint[int64] {
 	t.Helper()
 	m, ok := findMetric(rm, name)
 	if !ok {
 		return nil
 	}
-	g, ok := m.Data.(metricdata.Gauge[int64])
+	sum, ok := m.Data.(metricdata.Sum[int64])
 	if !ok {
-		t.Fatalf("metric %s is a %T, want metricdata.Gauge[int64]", name, m.Data)
+		t.Fatalf("metric %s is a %T, want an UpDownCounter (metricdata.Sum[int64])", name, m.Data)
 	}
-	return g.DataPoints
+	if sum.IsMonotonic || sum.Temporality != metricdata.CumulativeTemporality {
+		t.Fatalf("metric %s: monotonic %t, temporality %v; want an UpDownCounter: not monotonic, cumulative", name, sum.IsMonotonic, sum.Temporality)
+	}
+	return sum.DataPoints
 }
 
-// gaugeValue returns the value of the data point of gauge name whose
+// inFlightValue returns the value of the data point of UpDownCounter name whose
 // rpc.method is method.
-func gaugeValue(t *testing.T, rm metricdata.ResourceMetrics, name, method string) (int64, bool) {
+func inFlightValue(t *testing.T, rm metricdata.ResourceMetrics, name, method string) (int64, bool) {
 	t.Helper()
-	for _, dp := range gaugePoints(t, rm, name) {
+	for _, dp := range inFlightPoints(t, rm, name) {
 		if v, ok := dp.Attributes.Value("rpc.method"); ok && v.AsString() == method {
 			return dp.Value, true
 		}

@@ -45,12 +45,16 @@ var phaseSpanNames = [...]string{
 // "drain.Force" at Force and "drain.Cleanup" at Cleanup, with the
 // attributes drainkit.in_flight and drainkit.cancelled of the event. The
 // drain span gets the event "drain.grace_timeout" at Cancel,
-// "drain.forced" at Force, and one "drain.leaked_handler" per handler still
-// running at Cleanup, with its rpc.method, drainkit.handler.age (seconds) and
-// drainkit.handler.stream. At its end it gets the attributes drainkit.forced,
-// drainkit.cancelled and drainkit.leaked, and the status Error if the drain
-// was forced: if its forced stop cut RPCs (the Force event's InFlight) or
-// handlers leaked.
+// "drain.forced" once, at Force or at Cleanup, if and only if the drain is
+// forced (its forced stop cut RPCs or handlers leaked: Event.Forced, as the
+// drain's Report.Forced says), and one "drain.leaked_handler" per handler
+// still running at Cleanup, with its rpc.method, drainkit.handler.age
+// (seconds) and drainkit.handler.stream. At its end it gets the attributes
+// drainkit.forced, drainkit.cancelled and drainkit.leaked, equal to the
+// report's Forced, Cancelled and len(Leaked), and the status Error if the
+// drain was forced. A Force phase that cuts nothing (an idle server whose
+// drain was skipped, or connections that never acknowledged GOAWAY) is
+// recorded as a phase, without the forced event.
 //
 // The metrics are described in the package documentation.
 //
@@ -59,12 +63,19 @@ var phaseSpanNames = [...]string{
 // reverse order of registration, so register this one last to have it called
 // first.
 //
+// A drain calls each hook for its events in phase order, one at a time, and
+// always for Cleanup (see package stophook), so each drain makes exactly one
+// drain span, whose phase children are those of the events the hook got. A
+// hook that misses an event (the drain says so in its error) misses its
+// phase span; the counts, taken from the Cleanup event, stay equal to the
+// report's.
+//
 // The hook may serve several drains, one after the other or at once (of
-// several servers): it tells them apart by Event.Started. A drain whose events
-// go back to an earlier phase, or repeat one, is taken as a new drain: the
-// spans of the one before, which never reached Cleanup, are ended with the
-// status Error. The spans of a drain that never reaches Cleanup, and does not
-// start again, are left open.
+// several servers): it tells them apart by Event.Started. Events given out
+// of that order by hand, going back to an earlier phase or repeating one,
+// are taken as a new drain: the spans of the one before, which never reached
+// Cleanup, are ended with the status Error. The spans of a drain that never
+// reaches Cleanup, and does not start again, are left open.
 //
 // It panics if an option is nil.
 func Hook(opts ...Option) stophook.Hook {
@@ -98,7 +109,7 @@ type drainState struct {
 	phase     trace.Span      // the span of the current phase, or nil
 	last      stophook.Phase  // the last phase seen
 	cancelled int             // Event.Cancelled already counted
-	forced    bool
+	forced    bool            // the drain's forced event and count are recorded
 }
 
 // OnStop records e. It returns nil: it ignores phases it does not know.
@@ -143,12 +154,10 @@ func (h *hook) OnStop(ctx context.Context, e stophook.Event) error {
 		d.span.AddEvent(GraceTimeoutEventName, trace.WithTimestamp(now),
 			trace.WithAttributes(InFlightKey.Int(e.InFlight)))
 	case stophook.Force:
-		d.span.AddEvent(ForcedEventName, trace.WithTimestamp(now),
-			trace.WithAttributes(InFlightKey.Int(e.InFlight), CancelledKey.Int(e.Cancelled)))
 		// A stop that cuts no RPC only closes connections: the drain
 		// is forced when RPCs are cut, or handlers leak.
-		if e.InFlight > 0 {
-			h.markForced(d)
+		if e.Forced || e.InFlight > 0 {
+			h.markForced(d, e, now)
 		}
 	case stophook.Cleanup:
 		for _, c := range e.Leaked {
@@ -160,7 +169,9 @@ func (h *hook) OnStop(ctx context.Context, e stophook.Event) error {
 		}
 		if len(e.Leaked) > 0 {
 			h.metrics.leaked.Add(context.Background(), int64(len(e.Leaked)), h.metrics.attrs)
-			h.markForced(d)
+		}
+		if e.Forced || len(e.Leaked) > 0 {
+			h.markForced(d, e, now)
 		}
 		h.end(d, e, now)
 		delete(h.drains, key)
@@ -168,12 +179,16 @@ func (h *hook) OnStop(ctx context.Context, e stophook.Event) error {
 	return nil
 }
 
-// markForced records that drain d is forced, once.
-func (h *hook) markForced(d *drainState) {
-	if !d.forced {
-		d.forced = true
-		h.metrics.forced.Add(context.Background(), 1, h.metrics.attrs)
+// markForced records, once, that drain d is forced: the span event
+// "drain.forced" with the counts of e, and the forced stop's count.
+func (h *hook) markForced(d *drainState, e stophook.Event, now time.Time) {
+	if d.forced {
+		return
 	}
+	d.forced = true
+	d.span.AddEvent(ForcedEventName, trace.WithTimestamp(now),
+		trace.WithAttributes(InFlightKey.Int(e.InFlight), CancelledKey.Int(e.Cancelled)))
+	h.metrics.forced.Add(context.Background(), 1, h.metrics.attrs)
 }
 
 // begin starts the span of a drain whose first event the hook got is e.

@@ -26,9 +26,13 @@ const (
 	// LeakedHandlersMetric counts the handlers still running when drains
 	// ended.
 	LeakedHandlersMetric = "drainkit.drain.leaked_handlers"
-	// InFlightMetric is the gauge of InFlightGauge: the RPCs whose handler is
-	// running, by rpc.method.
+	// InFlightMetric is the observable UpDownCounter of InFlightCounter: the
+	// RPCs whose handler is running, by rpc.method.
 	InFlightMetric = "drainkit.rpc.in_flight"
+	// DrainEndedRPCsMetric counts, for ServerHandler, the RPCs that a
+	// server's drain ended: refused before their handler ran, or cancelled,
+	// by rpc.method and drainkit.handler.
+	DrainEndedRPCsMetric = "drainkit.rpc.server.drain_ended"
 )
 
 // Attribute keys set on spans, span events and metrics, besides rpc.method.
@@ -39,6 +43,12 @@ const (
 	LeakedKey    = attribute.Key("drainkit.leaked")         // handlers still running at the end
 	AgeKey       = attribute.Key("drainkit.handler.age")    // seconds since a leaked handler started
 	StreamKey    = attribute.Key("drainkit.handler.stream") // a leaked handler serves a stream
+
+	// DrainEndedKey marks the span of an RPC that a drain ended (true);
+	// HandlerKey says how: "not_run" (refused before its handler ran) or
+	// "cancelled" (its handler was cancelled). See ServerHandler.
+	DrainEndedKey = attribute.Key("drainkit.drain.ended")
+	HandlerKey    = attribute.Key("drainkit.handler")
 )
 
 // drainBuckets are the bounds, in seconds, of the drain duration histogram:

@@ -9,7 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// An Option configures Hook or InFlightGauge. Options are evaluated once, by
+// An Option configures Hook or InFlightCounter. Options are evaluated once, by
 // the function they are given to.
 type Option interface {
 	apply(*options)
@@ -37,7 +37,7 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 }
 
 // WithMeterProvider records metrics with mp. The default is the global
-// provider, otel.GetMeterProvider(), as it is when Hook or InFlightGauge is
+// provider, otel.GetMeterProvider(), as it is when Hook or InFlightCounter is
 // called: until otel.SetMeterProvider is called, it forwards measurements to
 // the provider set then. It panics if mp is nil.
 func WithMeterProvider(mp metric.MeterProvider) Option {

@@ -87,9 +87,9 @@ func BenchmarkUnary(b *testing.B) {
 		{"server=tracing", func(b *testing.B) []grpc.ServerOption {
 			tp, mp := benchProviders(b)
 			tracker := interceptors.NewTracker()
-			reg, err := tracing.InFlightGauge(tracker, tracing.WithMeterProvider(mp))
+			reg, err := tracing.InFlightCounter(tracker, tracing.WithMeterProvider(mp))
 			if err != nil {
-				b.Fatalf("InFlightGauge() = %v", err)
+				b.Fatalf("InFlightCounter() = %v", err)
 			}
 			b.Cleanup(func() { reg.Unregister() })
 			return []grpc.ServerOption{

@@ -86,19 +86,19 @@ func TestServerOption(t *testing.T) {
 	}
 }
 
-func TestInFlightGauge(t *testing.T) {
+func TestInFlightCounter(t *testing.T) {
 	const method = "grpc.testing.TestService/UnaryCall"
 	p := newProviders(t)
 	tracker := interceptors.NewTracker()
 	svc := newBlockingService()
 	cc, _ := serve(t, svc, trackerOptions(tracker)...)
-	reg, err := tracing.InFlightGauge(tracker, tracing.WithMeterProvider(p.mp), tracing.WithAttributes(attribute.String("server", "api")))
+	reg, err := tracing.InFlightCounter(tracker, tracing.WithMeterProvider(p.mp), tracing.WithAttributes(attribute.String("server", "api")))
 	if err != nil {
-		t.Fatalf("InFlightGauge() = %v, want nil", err)
+		t.Fatalf("InFlightCounter() = %v, want nil", err)
 	}
 	client := testgrpc.NewTestServiceClient(cc)
 
-	if pts := gaugePoints(t, p.collect(t), tracing.InFlightMetric); len(pts) != 0 {
+	if pts := inFlightPoints(t, p.collect(t), tracing.InFlightMetric); len(pts) != 0 {
 		t.Errorf("%s before any call = %v, want no data points", tracing.InFlightMetric, pts)
 	}
 
@@ -120,10 +120,10 @@ func TestInFlightGauge(t *testing.T) {
 		}
 	}
 	rm := p.collect(t)
-	if got, ok := gaugeValue(t, rm, tracing.InFlightMetric, method); got != calls {
+	if got, ok := inFlightValue(t, rm, tracing.InFlightMetric, method); got != calls {
 		t.Errorf("%s{rpc.method=%q} = %d (reported: %v), want %d", tracing.InFlightMetric, method, got, ok, calls)
 	}
-	for _, dp := range gaugePoints(t, rm, tracing.InFlightMetric) {
+	for _, dp := range inFlightPoints(t, rm, tracing.InFlightMetric) {
 		if v, _ := dp.Attributes.Value("server"); v.AsString() != "api" {
 			t.Errorf("%s attribute server = %q, want %q", tracing.InFlightMetric, v.String(), "api")
 		}
@@ -141,7 +141,7 @@ func TestInFlightGauge(t *testing.T) {
 		}
 	}
 	for range 2 { // an idle method goes on being reported
-		if got, ok := gaugeValue(t, p.collect(t), tracing.InFlightMetric, method); got != 0 || !ok {
+		if got, ok := inFlightValue(t, p.collect(t), tracing.InFlightMetric, method); got != 0 || !ok {
 			t.Errorf("%s{rpc.method=%q} after the calls = %d (reported: %v), want 0 (reported: true)", tracing.InFlightMetric, method, got, ok)
 		}
 	}
@@ -149,14 +149,14 @@ func TestInFlightGauge(t *testing.T) {
 	if err := reg.Unregister(); err != nil {
 		t.Fatalf("Unregister() = %v, want nil", err)
 	}
-	if pts := gaugePoints(t, p.collect(t), tracing.InFlightMetric); len(pts) != 0 {
+	if pts := inFlightPoints(t, p.collect(t), tracing.InFlightMetric); len(pts) != 0 {
 		t.Errorf("%s after Unregister = %v, want no data points", tracing.InFlightMetric, pts)
 	}
 }
 
-// TestInFlightGaugeBounded serves any method name, and checks that the gauge
+// TestInFlightCounterBounded serves any method name, and checks that the gauge
 // forgets idle methods past a thousand of them.
-func TestInFlightGaugeBounded(t *testing.T) {
+func TestInFlightCounterBounded(t *testing.T) {
 	const methods = 1100
 	const maxIdle = 1000
 	p := newProviders(t)
@@ -174,8 +174,8 @@ func TestInFlightGaugeBounded(t *testing.T) {
 		}
 		return stream.SendMsg(&testgrpc.Empty{})
 	}))...)
-	if _, err := tracing.InFlightGauge(tracker, tracing.WithMeterProvider(p.mp)); err != nil {
-		t.Fatalf("InFlightGauge() = %v, want nil", err)
+	if _, err := tracing.InFlightCounter(tracker, tracing.WithMeterProvider(p.mp)); err != nil {
+		t.Fatalf("InFlightCounter() = %v, want nil", err)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
@@ -193,7 +193,7 @@ func TestInFlightGaugeBounded(t *testing.T) {
 			t.Fatalf("handlers not entered after %v", defaultTestTimeout)
 		}
 	}
-	if got := len(gaugePoints(t, p.collect(t), tracing.InFlightMetric)); got != methods {
+	if got := len(inFlightPoints(t, p.collect(t), tracing.InFlightMetric)); got != methods {
 		t.Errorf("%s has %d data points with %d methods running, want %d", tracing.InFlightMetric, got, methods, methods)
 	}
 	close(release)
@@ -207,7 +207,7 @@ func TestInFlightGaugeBounded(t *testing.T) {
 			t.Fatalf("calls not done after %v", defaultTestTimeout)
 		}
 	}
-	pts := gaugePoints(t, p.collect(t), tracing.InFlightMetric)
+	pts := inFlightPoints(t, p.collect(t), tracing.InFlightMetric)
 	if len(pts) != methods {
 		t.Errorf("%s has %d data points once idle, want %d: each idle method reported once", tracing.InFlightMetric, len(pts), methods)
 	}
@@ -217,15 +217,15 @@ func TestInFlightGaugeBounded(t *testing.T) {
 			t.Errorf("%s{rpc.method=%q} = %d once idle, want 0", tracing.InFlightMetric, v.String(), dp.Value)
 		}
 	}
-	if got := len(gaugePoints(t, p.collect(t), tracing.InFlightMetric)); got != maxIdle {
+	if got := len(inFlightPoints(t, p.collect(t), tracing.InFlightMetric)); got != maxIdle {
 		t.Errorf("%s has %d data points at the next collection, want %d", tracing.InFlightMetric, got, maxIdle)
 	}
 }
 
-func TestInFlightGaugeNilTracker(t *testing.T) {
-	reg, err := tracing.InFlightGauge(nil)
+func TestInFlightCounterNilTracker(t *testing.T) {
+	reg, err := tracing.InFlightCounter(nil)
 	if err == nil || !strings.Contains(err.Error(), "nil Tracker") {
-		t.Errorf("InFlightGauge(nil) = %v, %v, want an error naming the nil Tracker", reg, err)
+		t.Errorf("InFlightCounter(nil) = %v, %v, want an error naming the nil Tracker", reg, err)
 	}
 }
 
@@ -239,7 +239,7 @@ func TestOptionsRefuseBadInput(t *testing.T) {
 		{"nil MeterProvider", func() { tracing.WithMeterProvider(nil) }, "WithMeterProvider: nil MeterProvider"},
 		{"empty attribute key", func() { tracing.WithAttributes(attribute.String("ok", "v"), attribute.String("", "v")) }, "WithAttributes: attribute 1 has an empty key"},
 		{"nil option to Hook", func() { tracing.Hook(nil) }, "Hook: option 0 is nil"},
-		{"nil option to InFlightGauge", func() { _, _ = tracing.InFlightGauge(interceptors.NewTracker(), tracing.WithAttributes(), nil) }, "InFlightGauge: option 1 is nil"},
+		{"nil option to InFlightCounter", func() { _, _ = tracing.InFlightCounter(interceptors.NewTracker(), tracing.WithAttributes(), nil) }, "InFlightCounter: option 1 is nil"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -67,11 +67,11 @@ func newTelemetry(mode string, out io.Writer) (*telemetry, error) {
 		return errors.Join(errs...)
 	})
 	return &telemetry{
-		serverOptions: []grpc.ServerOption{tracing.ServerOption(
+		serverOptions: []grpc.ServerOption{grpc.StatsHandler(tracing.ServerHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(tp),
 			otelgrpc.WithMeterProvider(mp),
 			otelgrpc.WithPropagators(propagation.TraceContext{}),
-		)},
+		), tracing.WithMeterProvider(mp)))},
 		recordHooks: []stophook.Hook{tracing.Hook(tracing.WithTracerProvider(tp), tracing.WithMeterProvider(mp))},
 		flushHooks:  []stophook.Hook{flush},
 	}, nil
