@@ -9,7 +9,8 @@
 //     of the Tracker, with a worst-case duration it can compute.
 //   - stophook: the interface of the callbacks a drain calls at each phase,
 //     with helpers for HTTP servers, clients and databases.
-//   - keepalive: server keepalive settings that agree with the drain.
+//   - keepalive: server keepalive settings that agree with the drain: a
+//     renewal cuts no call the Tracker bounds.
 //   - tracing: OpenTelemetry spans and metrics for the server and its drain.
 //   - client: client interceptors that read what a draining server did,
 //     retry what is safe and resume server streams, and a registry that

@@ -1,12 +1,14 @@
 // Package keepalive is a set of gRPC server keepalive settings that agree
 // with a drain: connections are renewed often enough for clients to spread
-// over new servers, each renewal is as gentle as a drain, dead peers are
-// found within a minute and a half, and well-behaved clients are never cut
-// for pinging.
+// over new servers, a renewal cuts no call that the Tracker lets finish,
+// dead peers are found within a minute and a half, and well-behaved clients
+// are never cut for pinging.
 //
-// ServerOptions returns the options to give grpc.NewServer:
+// ServerOptions returns the options to give grpc.NewServer, with the
+// Tracker the server installs, from which the renewal takes its grace:
 //
-//	srv := grpc.NewServer(append(keepalive.ServerOptions(), tracker.ServerOptions()...)...)
+//	srv := grpc.NewServer(append(keepalive.ServerOptions(keepalive.WithTracker(tracker)),
+//		tracker.ServerOptions()...)...)
 //
 // Parameters returns the same settings as grpc's keepalive.ServerParameters
 // and keepalive.EnforcementPolicy, for a test or a program to check them.
@@ -21,23 +23,39 @@
 // client's resolver, may send to any server, and spread over all servers
 // within minutes. grpc adds a random jitter of ±10% to each connection's
 // age, so that connections opened together are not renewed together. A
-// renewal costs one handshake per client every few minutes; RPCs are not
-// affected: the new ones go to the new connection, and those in flight
-// finish on the old one.
+// renewal costs one handshake per client every few minutes. New RPCs go to
+// the new connection; those in flight on the old one run on for the grace
+// period below, and are cut with codes.Unavailable if they outlive it.
 //
-// MaxConnectionAgeGrace, 15 seconds: after GOAWAY, the RPCs in flight on an
+// MaxConnectionAgeGrace, Infinity, or with WithTracker the longest call
+// the Tracker allows plus a second: after GOAWAY, the RPCs in flight on an
 // aged connection get this long to finish before the connection is closed.
-// It is the drain's default grace period (drain.WithGracePeriod), because
-// the renewal of a connection is a drain in small: GOAWAY, a grace period,
-// then a cut. With both equal, an RPC that would survive a drain survives a
-// renewal, and one that would not is cut in both cases; a client that copes
-// with one copes with the other. (grpc closes an aged connection up to a
-// second after its grace period, once it has flushed what it had to send.)
-// If you change the drain's grace period, give the same value to
-// WithGracePeriod. Streams that never end by
-// themselves (watches, subscriptions) are cut at the end of the grace, every
-// MaxConnectionAge or so, with codes.Unavailable: their clients must open
-// them again, as they must after a drain.
+// A call of length L, unary or a finite stream, that starts at a random
+// moment of a connection's life of age A is still running at the end of a
+// grace G with a probability of about (L − G) / A, and every call longer
+// than 1.1 × A + G is cut. With A = 5 minutes and a grace of 20 seconds, say:
+//
+//	call length   cut by a renewal
+//	≤ 20s         never
+//	1 minute      about 13%
+//	2 minutes     about 33%
+//	5 minutes     about 93%
+//	≥ 5m50s       always
+//
+// A client that retries such a call (it got codes.Unavailable with no
+// drainkit mark: the handler may have run) may be cut again. So the grace
+// must cover the longest call, not the time a drain has: a renewal is not
+// bounded by a termination budget, since the process keeps running, and an
+// old connection that lingers costs little. The default, Infinity (grpc's
+// own), lets every call finish: an aged connection closes once its last
+// call has ended. WithTracker takes the bound from the Tracker
+// (Tracker.LongestCall: its WithMaxTimeout, WithStreamTimeout and
+// WithMethodTimeout), plus a second, so that no call it bounds is cut, and
+// falls back to Infinity if it bounds not every call that is not
+// long-lived. Choose WithGracePeriod yourself only with the table above in
+// mind. The drain's grace period is not repeated here: it is the drain's
+// alone, set once in drain.WithGracePeriod, and bounded by the time the
+// platform gives a stopping process.
 //
 // MaxConnectionIdle, off: an idle connection costs the server little, dead
 // ones are found by the pings below, and every connection is renewed at its
@@ -68,26 +86,28 @@
 //
 // # Long-lived streams: connection age, stream age and the drain
 //
-// With the defaults, grpc sends GOAWAY on a connection between 4m30s and
-// 5m30s after it opened (MaxConnectionAge, 5 minutes, ±10%), and closes it
-// 15 seconds later (MaxConnectionAgeGrace), cutting what still runs on it.
-// A watch or a subscription still runs: left alone, it holds the aged
-// connection, and so its old server, for those 15 seconds, then is cut
-// with a transport error, every 4m45s to 5m45s.
+// grpc sends GOAWAY on a connection between 4m30s and 5m30s after it opened
+// (MaxConnectionAge, 5 minutes, ±10%), and closes it once its calls have
+// ended, or at the end of a finite grace G (WithGracePeriod, or WithTracker
+// with a Tracker that bounds its calls), cutting what still runs on it. A
+// watch or a subscription still runs: left alone, it holds the aged
+// connection, and so its old server, until it ends or the server drains
+// under the default grace, Infinity; under a finite G it is cut with a
+// transport error G after GOAWAY, every MaxConnectionAge or so.
 //
 // A server whose Tracker wraps its credentials
 // (grpc.Creds(tracker.Credentials(creds)), package interceptors) ends the
 // long-lived streams of a connection as soon as grpc has sent its GOAWAY,
 // with a status that package client resumes: the stream leaves at 4m30s to
-// 5m30s rather than 15 seconds later, its client opens it again on a new
-// connection after its first backoff (20ms by default), and the aged
-// connection closes as soon as its other RPCs are done, within the 15
-// seconds. In the process test of examples/process, with a connection age
-// of 2 seconds, a grace of 1 second, and 60 connections each holding one
-// Watch on one server when two more servers are added: after six ages the
-// connections are open 20, 20 and 20 to the three servers, and about 360
-// Watch attempts were retired with 0 cut; with the same settings and no
-// retirement, the connections spread as well but 180 attempts were cut.
+// 5m30s, its client opens it again on a new connection after its first
+// backoff (20ms by default), and the aged connection closes as soon as its
+// other RPCs are done. In the process test of examples/process, with a
+// connection age of 2 seconds, a grace of 1 second, and 60 connections each
+// holding one Watch on one server when two more servers are added: after
+// six ages the connections are open 20, 20 and 20 to the three servers, and
+// about 360 Watch attempts were retired with 0 cut; with the same settings
+// and no retirement, the connections spread as well but 180 attempts were
+// cut.
 //
 // interceptors.WithMaxStreamAge ends each long-lived stream after its own
 // age, ±10%, whatever its connection does. Use it where connection renewal
@@ -98,16 +118,22 @@
 // age well below it only adds resumptions.
 //
 // A drain ends every long-lived stream at once, at its Graceful phase,
-// whatever their ages: the grace period, the same 15 seconds, is for the
-// other RPCs.
+// whatever their ages: its grace period is for the other RPCs.
 //
 // # Relation with the drain
 //
 // This package does not depend on package drain, and the drain does not
 // need it: a drain sends GOAWAY to every connection whatever its age, and
-// waits for its own grace period. What they share is the grace period, which
-// should be the same, and the client's experience: a connection that ends,
-// by age or by drain, ends with GOAWAY, time to finish, then a cut.
+// waits for its own grace period, then cancels what remains. Both end a
+// connection the same way for the client: GOAWAY, time to finish, then a
+// cut. They differ in the time to finish, for the reason above, and share
+// the Tracker, which bounds the calls a renewal lets finish and marks the
+// calls a drain ends.
+//
+// Every duration is refused below a second, with a panic naming the
+// option: a time.Duration counts nanoseconds, and WithMaxConnectionAge(5),
+// meant as 5 minutes, would be 5ns, on which grpc panics at the first
+// connection.
 //
 // Clients may set keepalive.ClientParameters with a Time of 10 seconds or
 // more, and PermitWithoutStream either way; a Time below MinTime breaks the

@@ -11,23 +11,27 @@ import (
 )
 
 func ExampleServerOptions() {
-	// The grace period of the drain, given to both.
-	const grace = 30 * time.Second
-	tracker := interceptors.NewTracker()
-	srv := grpc.NewServer(append(keepalive.ServerOptions(keepalive.WithGracePeriod(grace)), tracker.ServerOptions()...)...)
+	// Unary calls last 30s at the most, finite streams 2 minutes.
+	tracker := interceptors.NewTracker(
+		interceptors.WithMaxTimeout(30*time.Second),
+		interceptors.WithStreamTimeout(2*time.Minute))
+	// The renewal's grace comes from the Tracker: no call it bounds is cut
+	// by a renewal. The drain's grace period is the drain's alone.
+	opts := keepalive.ServerOptions(keepalive.WithTracker(tracker))
+	srv := grpc.NewServer(append(opts, tracker.ServerOptions()...)...)
 	defer srv.Stop()
-	// Then: drain.New(srv, tracker, drain.WithGracePeriod(grace)).
+	// Then: drain.New(srv, tracker, drain.WithGracePeriod(...)).
 
-	sp, _ := keepalive.Parameters(keepalive.WithGracePeriod(grace))
+	sp, _ := keepalive.Parameters(keepalive.WithTracker(tracker))
 	fmt.Println("connections renewed every", sp.MaxConnectionAge, "with a grace of", sp.MaxConnectionAgeGrace)
 	// Output:
-	// connections renewed every 5m0s with a grace of 30s
+	// connections renewed every 5m0s with a grace of 2m1s
 }
 
 func ExampleParameters() {
 	sp, ep := keepalive.Parameters()
 	fmt.Println("MaxConnectionAge:", sp.MaxConnectionAge)
-	fmt.Println("MaxConnectionAgeGrace:", sp.MaxConnectionAgeGrace)
+	fmt.Println("MaxConnectionAgeGrace is Infinity:", sp.MaxConnectionAgeGrace == keepalive.Infinity)
 	fmt.Println("MaxConnectionIdle:", sp.MaxConnectionIdle)
 	fmt.Println("Time:", sp.Time)
 	fmt.Println("Timeout:", sp.Timeout)
@@ -35,7 +39,7 @@ func ExampleParameters() {
 	fmt.Println("PermitWithoutStream:", ep.PermitWithoutStream)
 	// Output:
 	// MaxConnectionAge: 5m0s
-	// MaxConnectionAgeGrace: 15s
+	// MaxConnectionAgeGrace is Infinity: true
 	// MaxConnectionIdle: 0s
 	// Time: 1m0s
 	// Timeout: 20s

@@ -2,17 +2,28 @@ package keepalive
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
 	grpckeepalive "google.golang.org/grpc/keepalive"
 )
 
+// Infinity is the grace period of a renewal that lets the calls in flight
+// on an aged connection run as long as they do, grpc's own default: the
+// largest time.Duration.
+const Infinity = time.Duration(math.MaxInt64)
+
+// trackerMargin is added to the longest call a Tracker allows, for the
+// grace of WithTracker: a call's deadline counts from its handler's start,
+// a little after the call arrived, and its status still has to be written.
+const trackerMargin = time.Second
+
 // The defaults; the package documentation says why.
 const (
 	defaultMaxConnectionAge    = 5 * time.Minute
-	defaultGracePeriod         = 15 * time.Second // drain.WithGracePeriod's default
-	defaultMaxConnectionIdle   = 0                // off
+	defaultGracePeriod         = Infinity // a renewal never cuts a call
+	defaultMaxConnectionIdle   = 0        // off
 	defaultTime                = time.Minute
 	defaultTimeout             = 20 * time.Second
 	defaultMinTime             = 5 * time.Second
@@ -32,8 +43,9 @@ func ServerOptions(opts ...Option) []grpc.ServerOption {
 
 // Parameters returns the keepalive settings that ServerOptions gives a
 // server: the defaults, changed by opts. A zero MaxConnectionAge or
-// MaxConnectionIdle means off, as in grpc; every other duration is the one
-// grpc uses. It panics if an option is nil.
+// MaxConnectionIdle means off, as in grpc; a MaxConnectionAgeGrace of
+// Infinity means none; every other duration is the one grpc uses. It panics
+// if an option is nil.
 func Parameters(opts ...Option) (grpckeepalive.ServerParameters, grpckeepalive.EnforcementPolicy) {
 	return parameters("Parameters", opts)
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/drainkit/drainkit/interceptors"
 	"github.com/drainkit/drainkit/keepalive"
 )
 
@@ -28,7 +29,7 @@ func TestParametersDefaults(t *testing.T) {
 	wantSP := grpckeepalive.ServerParameters{
 		MaxConnectionIdle:     0,
 		MaxConnectionAge:      5 * time.Minute,
-		MaxConnectionAgeGrace: 15 * time.Second,
+		MaxConnectionAgeGrace: keepalive.Infinity,
 		Time:                  time.Minute,
 		Timeout:               20 * time.Second,
 	}
@@ -101,6 +102,20 @@ func TestValidation(t *testing.T) {
 		{"negative max connection age", func() { keepalive.WithMaxConnectionAge(-time.Second) }, "keepalive: WithMaxConnectionAge(-1s): negative duration"},
 		{"negative grace period", func() { keepalive.WithGracePeriod(-time.Second) }, "keepalive: WithGracePeriod(-1s): negative duration"},
 		{"zero grace period", func() { keepalive.WithGracePeriod(0) }, "keepalive: WithGracePeriod(0): the duration must be positive"},
+		{"bare number as max connection age", func() { keepalive.WithMaxConnectionAge(5) }, "keepalive: WithMaxConnectionAge(5ns): below a second, which no keepalive setting can mean; a time.Duration counts nanoseconds: write 5*time.Second or 5*time.Minute, not 5"},
+		{"sub-second max connection age", func() { keepalive.WithMaxConnectionAge(999 * time.Millisecond) }, "keepalive: WithMaxConnectionAge(999ms): below a second"},
+		{"bare number as grace period", func() { keepalive.WithGracePeriod(20) }, "keepalive: WithGracePeriod(20ns): below a second"},
+		{"sub-second grace period", func() { keepalive.WithGracePeriod(300 * time.Millisecond) }, "keepalive: WithGracePeriod(300ms): below a second"},
+		{"bare number as max connection idle", func() { keepalive.WithMaxConnectionIdle(1) }, "keepalive: WithMaxConnectionIdle(1ns): below a second"},
+		{"bare number as time", func() { keepalive.WithTime(60) }, "keepalive: WithTime(60ns): below a second"},
+		{"bare number as timeout", func() { keepalive.WithTimeout(20) }, "keepalive: WithTimeout(20ns): below a second"},
+		{"sub-second min time", func() { keepalive.WithMinTime(10 * time.Millisecond) }, "keepalive: WithMinTime(10ms): below a second"},
+		{"nil tracker", func() { keepalive.WithTracker(nil) }, "keepalive: WithTracker: nil *interceptors.Tracker"},
+		{"one second everywhere", func() {
+			keepalive.Parameters(keepalive.WithMaxConnectionAge(time.Second), keepalive.WithGracePeriod(time.Second),
+				keepalive.WithMaxConnectionIdle(time.Second), keepalive.WithTime(time.Second), keepalive.WithTimeout(time.Second),
+				keepalive.WithMinTime(time.Second))
+		}, ""},
 		{"negative max connection idle", func() { keepalive.WithMaxConnectionIdle(-time.Second) }, "keepalive: WithMaxConnectionIdle(-1s): negative duration"},
 		{"negative time", func() { keepalive.WithTime(-time.Second) }, "keepalive: WithTime(-1s): negative duration"},
 		{"zero time", func() { keepalive.WithTime(0) }, "keepalive: WithTime(0): the duration must be positive"},
@@ -228,7 +243,7 @@ func callUntilAccepted(ctx context.Context, t *testing.T, client testpb.TestServ
 
 func TestMaxConnectionAgeRenewsConnections(t *testing.T) {
 	ctx := testContext(t)
-	lis := startServer(t, keepalive.WithMaxConnectionAge(200*time.Millisecond), keepalive.WithGracePeriod(5*time.Second))
+	lis := startServer(t, keepalive.WithMaxConnectionAge(time.Second), keepalive.WithGracePeriod(5*time.Second))
 	client := newClient(t, lis)
 	// Every connection is sent GOAWAY at its age; the client opens a new
 	// one, and no RPC fails.
@@ -236,7 +251,7 @@ func TestMaxConnectionAgeRenewsConnections(t *testing.T) {
 }
 
 func TestGracePeriodLetsStreamsFinish(t *testing.T) {
-	const age, grace = 100 * time.Millisecond, 300 * time.Millisecond
+	const age, grace = time.Second, time.Second
 	ctx := testContext(t)
 	lis := startServer(t, keepalive.WithMaxConnectionAge(age), keepalive.WithGracePeriod(grace))
 	client := newClient(t, lis)
@@ -324,7 +339,7 @@ func (c *rawConn) next(t *testing.T, data *[8]byte) *goAway {
 }
 
 func TestMaxConnectionAgeSendsGoAway(t *testing.T) {
-	const age = 100 * time.Millisecond
+	const age = time.Second
 	lis := startServer(t, keepalive.WithMaxConnectionAge(age))
 	start := time.Now()
 	c := dialRaw(t, lis)
@@ -347,11 +362,12 @@ func TestPingPolicy(t *testing.T) {
 	}{
 		{
 			// Scaled down: a grpc-go client pings every 10s at most often,
-			// twice the default MinTime.
+			// twice the default MinTime. Three pings too early would be
+			// cut.
 			name:     "within policy, without RPCs",
-			opts:     []keepalive.Option{keepalive.WithMinTime(10 * time.Millisecond)},
-			interval: 100 * time.Millisecond,
-			pings:    5,
+			opts:     []keepalive.Option{keepalive.WithMinTime(time.Second)},
+			interval: 1200 * time.Millisecond,
+			pings:    4,
 		},
 		{
 			name:    "too often for the default policy",
@@ -360,9 +376,9 @@ func TestPingPolicy(t *testing.T) {
 		},
 		{
 			name:     "without RPCs when not permitted",
-			opts:     []keepalive.Option{keepalive.WithMinTime(10 * time.Millisecond), keepalive.WithPermitWithoutStream(false)},
-			interval: 100 * time.Millisecond,
-			pings:    5,
+			opts:     []keepalive.Option{keepalive.WithMinTime(time.Second), keepalive.WithPermitWithoutStream(false)},
+			interval: 1200 * time.Millisecond,
+			pings:    4,
 			wantCut:  true,
 		},
 	}
@@ -398,5 +414,108 @@ func TestPingPolicy(t *testing.T) {
 				t.Errorf("GOAWAY = %+v, want ENHANCE_YOUR_CALM too_many_pings", *got)
 			}
 		})
+	}
+}
+
+func TestWithTracker(t *testing.T) {
+	const health = "/grpc.health.v1.Health/Watch" // long-lived by default
+	tests := []struct {
+		name string
+		opts []interceptors.Option
+		want time.Duration
+	}{
+		{"no bound", nil, keepalive.Infinity},
+		{"unary calls only bounded", []interceptors.Option{interceptors.WithMaxTimeout(30 * time.Second)}, keepalive.Infinity},
+		{"streams only bounded", []interceptors.Option{interceptors.WithStreamTimeout(time.Minute)}, keepalive.Infinity},
+		{"both bounded", []interceptors.Option{interceptors.WithMaxTimeout(30 * time.Second), interceptors.WithStreamTimeout(time.Minute)}, time.Minute + time.Second},
+		{"a default timeout is no bound", []interceptors.Option{interceptors.WithDefaultTimeout(30 * time.Second), interceptors.WithStreamTimeout(time.Minute)}, keepalive.Infinity},
+		{"a longer method", []interceptors.Option{interceptors.WithMaxTimeout(30 * time.Second), interceptors.WithStreamTimeout(time.Minute),
+			interceptors.WithMethodTimeout("/pkg.Svc/Export", 10*time.Minute)}, 10*time.Minute + time.Second},
+		{"an exempted method", []interceptors.Option{interceptors.WithMaxTimeout(30 * time.Second), interceptors.WithStreamTimeout(time.Minute),
+			interceptors.WithMethodTimeout("/pkg.Svc/Export", 0)}, keepalive.Infinity},
+		{"an exempted long-lived method", []interceptors.Option{interceptors.WithMaxTimeout(30 * time.Second), interceptors.WithStreamTimeout(time.Minute),
+			interceptors.WithMethodTimeout(health, 0)}, time.Minute + time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sp, _ := keepalive.Parameters(keepalive.WithTracker(interceptors.NewTracker(tt.opts...)))
+			if sp.MaxConnectionAgeGrace != tt.want {
+				t.Errorf("Parameters(WithTracker) grace = %v, want %v", sp.MaxConnectionAgeGrace, tt.want)
+			}
+		})
+	}
+	// The last option wins, as for the other settings.
+	tr := interceptors.NewTracker(interceptors.WithMaxTimeout(time.Second), interceptors.WithStreamTimeout(time.Second))
+	if sp, _ := keepalive.Parameters(keepalive.WithTracker(tr), keepalive.WithGracePeriod(time.Hour)); sp.MaxConnectionAgeGrace != time.Hour {
+		t.Errorf("Parameters(WithTracker, WithGracePeriod(1h)) grace = %v, want 1h", sp.MaxConnectionAgeGrace)
+	}
+	if sp, _ := keepalive.Parameters(keepalive.WithGracePeriod(time.Hour), keepalive.WithTracker(tr)); sp.MaxConnectionAgeGrace != 2*time.Second {
+		t.Errorf("Parameters(WithGracePeriod(1h), WithTracker) grace = %v, want 2s", sp.MaxConnectionAgeGrace)
+	}
+}
+
+// slowService answers UnaryCall after its work, of the length the test
+// sets, and EmptyCall at once.
+type slowService struct {
+	testpb.UnimplementedTestServiceServer
+	work time.Duration
+}
+
+func (slowService) EmptyCall(context.Context, *testpb.Empty) (*testpb.Empty, error) {
+	return &testpb.Empty{}, nil
+}
+
+func (s slowService) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	timer := time.NewTimer(s.work)
+	defer timer.Stop()
+	select {
+	case <-timer.C: // the work: not synchronisation
+		return &testpb.SimpleResponse{}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// TestRenewalSparesCallsTheTrackerBounds renews a connection while a call
+// that outlives the connection's age plus a second is in flight on it: with
+// the grace of WithTracker, the call finishes.
+func TestRenewalSparesCallsTheTrackerBounds(t *testing.T) {
+	const age, work = time.Second, 2500 * time.Millisecond
+	ctx := testContext(t)
+	tracker := interceptors.NewTracker(interceptors.WithMaxTimeout(3*time.Second), interceptors.WithStreamTimeout(3*time.Second))
+	lis := &countingListener{Listener: bufconn.Listen(1 << 20), accepted: make(chan struct{}, 1024)}
+	srv := grpc.NewServer(append(keepalive.ServerOptions(keepalive.WithMaxConnectionAge(age), keepalive.WithTracker(tracker)),
+		tracker.ServerOptions()...)...)
+	testpb.RegisterTestServiceServer(srv, slowService{work: work})
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Stop()
+		<-served
+	})
+	client := newClient(t, lis)
+	if _, err := client.EmptyCall(ctx, &testpb.Empty{}); err != nil {
+		t.Fatalf("EmptyCall() = %v", err)
+	}
+	<-lis.accepted
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{})
+		done <- err
+	}()
+	// The connection reaches its age during the call: the client opens a
+	// second one.
+	callUntilAccepted(ctx, t, client, lis, 1)
+	select {
+	case err := <-done:
+		t.Fatalf("UnaryCall() returned %v after %v, before the renewal; want it to outlive the age", err, time.Since(start))
+	default:
+	}
+	if err := <-done; err != nil {
+		t.Errorf("UnaryCall() of %v across a renewal at %v = %v, want nil", work, age, err)
 	}
 }

@@ -5,17 +5,21 @@ import (
 	"time"
 
 	grpckeepalive "google.golang.org/grpc/keepalive"
+
+	"github.com/drainkit/drainkit/interceptors"
 )
 
 // An Option changes one of the keepalive settings. Options are evaluated
 // once, by ServerOptions or Parameters; a later option overrides an earlier
 // one.
 //
-// Durations are refused with a panic naming the option when they are
-// negative, and, except for WithMaxConnectionAge and WithMaxConnectionIdle,
-// when they are zero: grpc reads a zero there as its own default (no grace
-// limit, a 2-hour ping, a 20-second timeout, a 5-minute minimum), which is
-// not what a zero says.
+// Durations are refused with a panic naming the option when they are below
+// a second: no keepalive setting means nanoseconds, and a bare number such
+// as WithMaxConnectionAge(5), meant as minutes, is 5ns, on which grpc's
+// jitter panics at the first connection. WithMaxConnectionAge and
+// WithMaxConnectionIdle take 0 for off; the others refuse it, since grpc
+// reads a zero there as its own default (no grace limit, a 2-hour ping, a
+// 20-second timeout, a 5-minute minimum), which is not what a zero says.
 type Option interface {
 	apply(*options)
 }
@@ -33,43 +37,69 @@ type options struct {
 // sends it GOAWAY (ServerParameters.MaxConnectionAge); grpc adds a random
 // jitter of ±10% to it for each connection. The default is 5 minutes. A d of
 // 0 turns it off: connections live until the client or a drain ends them.
-// It panics if d is negative.
+// It panics if d is negative or below a second.
 func WithMaxConnectionAge(d time.Duration) Option {
-	mustNotBeNegative("WithMaxConnectionAge", d)
+	mustBeOffOrSeconds("WithMaxConnectionAge", d)
 	return optionFunc(func(o *options) { o.sp.MaxConnectionAge = d })
 }
 
 // WithGracePeriod sets how long the RPCs in flight on a connection that
 // reached its age may run before the connection is closed
-// (ServerParameters.MaxConnectionAgeGrace). Set it to the same value you
-// give drain.WithGracePeriod. The default is 15 seconds, the drain's
-// default. It panics if d is not positive.
+// (ServerParameters.MaxConnectionAgeGrace). A call that runs longer than
+// d is cut with codes.Unavailable with a probability that the package
+// documentation gives; prefer WithTracker, which sets d so that no call the
+// Tracker bounds is cut. It is not the drain's grace period, and need not
+// be equal to it. The default is Infinity: renewal cuts no call. It panics
+// if d is below a second.
 func WithGracePeriod(d time.Duration) Option {
-	mustBePositive("WithGracePeriod", d)
+	mustBeSeconds("WithGracePeriod", d)
 	return optionFunc(func(o *options) { o.sp.MaxConnectionAgeGrace = d })
+}
+
+// WithTracker sets the grace period (see WithGracePeriod) from t, the
+// Tracker installed on the server: to the longest a call that is not
+// long-lived may run under t's deadlines (Tracker.LongestCall), plus a
+// second, so that a renewal never cuts a call that the Tracker lets finish.
+// If t lets some such call run with no bound (no WithMaxTimeout, no
+// WithStreamTimeout, or a method exempted by WithMethodTimeout(m, 0)), the
+// grace is Infinity. Long-lived streams, which never end by themselves, are
+// cut at the end of a finite grace with codes.Unavailable, as a drain cuts
+// them, and their clients open them again on the new connection. The
+// grace is read from t when the options are evaluated. It panics if t is
+// nil.
+func WithTracker(t *interceptors.Tracker) Option {
+	if t == nil {
+		panic("keepalive: WithTracker: nil *interceptors.Tracker")
+	}
+	return optionFunc(func(o *options) {
+		o.sp.MaxConnectionAgeGrace = Infinity
+		if longest, ok := t.LongestCall(); ok && longest < Infinity-trackerMargin {
+			o.sp.MaxConnectionAgeGrace = longest + trackerMargin
+		}
+	})
 }
 
 // WithMaxConnectionIdle sets how long a connection may carry no RPC before
 // the server sends it GOAWAY (ServerParameters.MaxConnectionIdle). The
-// default is 0: off. It panics if d is negative.
+// default is 0: off. It panics if d is negative or below a second.
 func WithMaxConnectionIdle(d time.Duration) Option {
-	mustNotBeNegative("WithMaxConnectionIdle", d)
+	mustBeOffOrSeconds("WithMaxConnectionIdle", d)
 	return optionFunc(func(o *options) { o.sp.MaxConnectionIdle = d })
 }
 
 // WithTime sets how long a connection may carry nothing before the server
-// pings the client (ServerParameters.Time); grpc raises a d below 1 second
-// to 1 second. The default is 1 minute. It panics if d is not positive.
+// pings the client (ServerParameters.Time). The default is 1 minute. It
+// panics if d is below a second (grpc would raise it to a second).
 func WithTime(d time.Duration) Option {
-	mustBePositive("WithTime", d)
+	mustBeSeconds("WithTime", d)
 	return optionFunc(func(o *options) { o.sp.Time = d })
 }
 
 // WithTimeout sets how long the server waits for the answer to its ping
 // before it closes the connection (ServerParameters.Timeout). The default is
-// 20 seconds. It panics if d is not positive.
+// 20 seconds. It panics if d is below a second.
 func WithTimeout(d time.Duration) Option {
-	mustBePositive("WithTimeout", d)
+	mustBeSeconds("WithTimeout", d)
 	return optionFunc(func(o *options) { o.sp.Timeout = d })
 }
 
@@ -77,10 +107,10 @@ func WithTimeout(d time.Duration) Option {
 // the server tolerates (EnforcementPolicy.MinTime). A client that pings
 // faster three times while the server sends it nothing gets GOAWAY with
 // "too_many_pings" and its connection is closed. The default is 5 seconds,
-// half the 10-second minimum of grpc-go clients. It panics if d is not
-// positive.
+// half the 10-second minimum of grpc-go clients. It panics if d is below a
+// second.
 func WithMinTime(d time.Duration) Option {
-	mustBePositive("WithMinTime", d)
+	mustBeSeconds("WithMinTime", d)
 	return optionFunc(func(o *options) { o.ep.MinTime = d })
 }
 
@@ -98,9 +128,25 @@ func mustNotBeNegative(option string, d time.Duration) {
 	}
 }
 
-func mustBePositive(option string, d time.Duration) {
+// mustBeSeconds panics, naming option, if d is below a second.
+func mustBeSeconds(option string, d time.Duration) {
 	mustNotBeNegative(option, d)
 	if d == 0 {
 		panic(fmt.Sprintf("keepalive: %s(0): the duration must be positive; grpc would read 0 as its own default", option))
+	}
+	if d < time.Second {
+		hint := ""
+		if d < time.Microsecond {
+			hint = fmt.Sprintf("; a time.Duration counts nanoseconds: write %d*time.Second or %d*time.Minute, not %d", int64(d), int64(d), int64(d))
+		}
+		panic(fmt.Sprintf("keepalive: %s(%v): below a second, which no keepalive setting can mean%s", option, d, hint))
+	}
+}
+
+// mustBeOffOrSeconds panics, naming option, if d is negative or between 0
+// and a second.
+func mustBeOffOrSeconds(option string, d time.Duration) {
+	if d != 0 {
+		mustBeSeconds(option, d)
 	}
 }

@@ -5,19 +5,21 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/drainkit/drainkit/interceptors"
 	"github.com/drainkit/drainkit/keepalive"
 )
 
-// keepaliveOptions returns the keepalive settings of package keepalive, with
-// the grace period of aged connections equal to the drain's (-grace), so
-// that the renewal of a connection treats RPCs as a drain does. With
-// -grace=0 the renewal keeps the package's default grace instead: a drain
-// that cuts every RPC at once is a choice for the end of a process, not for
-// every connection every few minutes. maxAge is the connection's
-// MaxConnectionAge (-max-connection-age); 0 is never.
-func keepaliveOptions(grace, maxAge time.Duration) []grpc.ServerOption {
-	opts := []keepalive.Option{keepalive.WithMaxConnectionAge(maxAge)}
-	if grace > 0 {
+// keepaliveOptions returns the keepalive settings of package keepalive.
+// maxAge is the connection's MaxConnectionAge (-max-connection-age); 0 is
+// never. The grace period of aged connections is taken from the Tracker,
+// which bounds no call of the demo (a Sleep lasts what its client asks): a
+// renewal then lets every call finish. A -grace of a second or more is
+// given to the renewal too, as the demo's rebalancing test does, so that a
+// renewal cuts what a drain would; below a second, which keepalive refuses,
+// it is the drain's alone.
+func keepaliveOptions(t *interceptors.Tracker, grace, maxAge time.Duration) []grpc.ServerOption {
+	opts := []keepalive.Option{keepalive.WithMaxConnectionAge(maxAge), keepalive.WithTracker(t)}
+	if grace >= time.Second {
 		opts = append(opts, keepalive.WithGracePeriod(grace))
 	}
 	return keepalive.ServerOptions(opts...)

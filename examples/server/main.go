@@ -124,7 +124,7 @@ func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgra
 		grpc.ChainUnaryInterceptor(recovery.UnaryServerInterceptor(onPanic)),
 		grpc.ChainStreamInterceptor(recovery.StreamServerInterceptor(onPanic)),
 	)
-	opts = append(opts, keepaliveOptions(cfg.Grace, cfg.MaxConnectionAge)...)
+	opts = append(opts, keepaliveOptions(tracker, cfg.Grace, cfg.MaxConnectionAge)...)
 	if cfg.RetireAgedStreams {
 		// The Tracker reads what grpc writes on each connection, to end
 		// its long-lived streams as soon as grpc renews it for its age.

@@ -181,6 +181,9 @@ func (c Config) Validate() error {
 	if c.MaxStreamAge > 0 && c.MaxStreamAge < interceptors.MinStreamAge {
 		return fmt.Errorf("-max-stream-age %v: below the minimum of %v", c.MaxStreamAge, interceptors.MinStreamAge)
 	}
+	if c.MaxConnectionAge > 0 && c.MaxConnectionAge < time.Second {
+		return fmt.Errorf("-max-connection-age %v: below a second, which package keepalive refuses", c.MaxConnectionAge)
+	}
 	if c.UpgradeTimeout <= 0 {
 		return fmt.Errorf("-upgrade-timeout %v: must be positive", c.UpgradeTimeout)
 	}
