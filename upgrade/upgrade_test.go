@@ -76,8 +76,21 @@ func upgradeChild(mode string) int {
 		emit(nil, "new", event{Err: err.Error()})
 		return 1
 	}
-	if u.HasParent() && mode == "crash" {
+	if u.HasParent() && (mode == "crash" || mode == "readyrace") {
 		return 3
+	}
+	if mode == "readyrace" {
+		// Ready, then Upgrade at once, before tableflip's goroutine has
+		// run (GOMAXPROCS=1): it then takes the readiness and the request
+		// in either order, and refuses the request as too early if it
+		// takes it first.
+		if err := u.Ready(); err != nil {
+			emit(u, "ready", event{Err: err.Error()})
+			return 1
+		}
+		emit(u, "upgrade", event{Err: errString(u.Upgrade())})
+		u.Stop()
+		return 0
 	}
 	if u.HasParent() && mode == "stop" {
 		// Tell the parent that the upgrade runs, and never be ready.
@@ -203,6 +216,9 @@ func runUpgrade(t *testing.T, mode string, onListen func(addr string)) []event {
 		t.Fatal(err)
 	}
 	cmd.Env = append(os.Environ(), childEnv+"="+mode, "GORACE=atexit_sleep_ms=0", "DRAINKIT_PID_FILE="+pidFile)
+	if mode == "readyrace" {
+		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
+	}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -314,6 +330,22 @@ func TestUpgradeSuccessorCrashes(t *testing.T) {
 	e, ok := find(events, "upgrade", false)
 	if !ok || !strings.Contains(e.Err, "exited") || !strings.Contains(e.Err, "exit status 3") {
 		t.Errorf("Upgrade() with a successor that exits 3 = %q, want an error saying it exited with status 3", e.Err)
+	}
+}
+
+// TestUpgradeRightAfterReady calls Upgrade the moment Ready returns, before
+// tableflip's goroutine has run, in 16 processes: that goroutine takes the
+// readiness and the request in either order, with even odds, and refuses
+// the request if it takes it first. The
+// Upgrader must ask again, so that every upgrade starts the successor (which
+// exits at once). Without that, the test passes with a probability of 2^-16.
+func TestUpgradeRightAfterReady(t *testing.T) {
+	for i := range 16 {
+		events := runUpgrade(t, "readyrace", nil)
+		e, ok := find(events, "upgrade", false)
+		if !ok || !strings.Contains(e.Err, "exit status 3") {
+			t.Fatalf("run %d: Upgrade() right after Ready() = %q, want the successor started (it exits with status 3)", i, e.Err)
+		}
 	}
 }
 
