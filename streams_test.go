@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -261,10 +263,11 @@ func TestCancelEndsStreamBlockedInSend(t *testing.T) {
 		t.Fatalf("StreamingOutputCall() = %v", err)
 	}
 	// Once the handler has sent a window, flow control holds its next
-	// Sends (grpc-go queues at most 64 KiB more): whether it blocks before
-	// or after the cancellation, only an ended stream can free it.
+	// Sends (grpc-go queues at most 64 KiB more). Cancel only once the
+	// handler really waits in Send, so that the test shows what frees it.
 	for receive(t, sent, "the handler's progress") < flowWindow {
 	}
+	waitBlockedInSend(t, "TestCancelEndsStreamBlockedInSend")
 
 	if n := tr.CancelLongLived(errDrain); n != 1 {
 		t.Errorf("CancelLongLived() = %d, want 1", n)
@@ -278,6 +281,29 @@ func TestCancelEndsStreamBlockedInSend(t *testing.T) {
 		t.Errorf("client received no message, want those sent before the cancellation")
 	}
 	checkShuttingDown(t, "client Recv() after the messages", r.err, errDrain)
+}
+
+// waitBlockedInSend waits until a goroutine running a function of test is
+// blocked in grpc-go's wait for stream write quota: a handler held in Send
+// by flow control. It reads the goroutines' stacks until it finds one, for
+// defaultTestTimeout at the most.
+func waitBlockedInSend(t *testing.T, test string) {
+	t.Helper()
+	deadline := time.Now().Add(defaultTestTimeout)
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, "(*writeQuota).get") && strings.Contains(g, "."+test+".") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no handler of %s blocked in Send after %v", test, defaultTestTimeout)
+		}
+		runtime.Gosched()
+		time.Sleep(time.Millisecond) // polls a condition; not synchronisation by time
+	}
 }
 
 // TestStreamTimeoutEndsStalledUpload gives a client-streaming call a stream

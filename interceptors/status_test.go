@@ -259,7 +259,11 @@ func TestForwardedRefusalIsUnmarked(t *testing.T) {
 		<-served
 	})
 
-	_, err = testgrpc.NewTestServiceClient(cc).UnaryCall(context.Background(), &testgrpc.SimpleRequest{})
+	// A deadline, so that a broken refusal (the downstream handler then
+	// runs and blocks) fails the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = testgrpc.NewTestServiceClient(cc).UnaryCall(ctx, &testgrpc.SimpleRequest{})
 	s := status.Convert(err)
 	if s.Code() != codes.Unavailable || s.Message() != interceptors.ErrShuttingDown.Error() {
 		t.Errorf("forwarded refusal = %v, want the downstream's code and message", err)
