@@ -29,6 +29,7 @@ type benchServer struct {
 	srv    *grpc.Server
 	tr     *interceptors.Tracker
 	hs     *health.Server
+	d      *drain.Drainer // serves the server, if not nil
 	served <-chan error
 	conns  []*grpc.ClientConn
 }
@@ -36,12 +37,27 @@ type benchServer struct {
 // benchStartServer serves svc (when not nil) and a health service, and
 // makes conns client connections ready with one health check each.
 func benchStartServer(tb testing.TB, svc testgrpc.TestServiceServer, conns int) *benchServer {
+	return benchStartServerWith(tb, svc, conns, nil)
+}
+
+// benchStartServerWith is benchStartServer, serving with d.Serve, as a
+// program does, if d is not nil (given the server and Tracker to drain), and
+// with grpc's Serve otherwise.
+func benchStartServerWith(tb testing.TB, svc testgrpc.TestServiceServer, conns int, newDrainer func(*grpc.Server, *interceptors.Tracker) *drain.Drainer) *benchServer {
 	tb.Helper()
 	tr := interceptors.NewTracker()
 	hs := health.NewServer()
 	srv := serveNewServer(tr, svc, hs)
 	lis := bufconn.Listen(1 << 16)
-	s := &benchServer{srv: srv, tr: tr, hs: hs, served: serveStart(srv, lis)}
+	s := &benchServer{srv: srv, tr: tr, hs: hs}
+	if newDrainer == nil {
+		s.served = serveStart(srv, lis)
+	} else {
+		s.d = newDrainer(srv, tr)
+		served := make(chan error, 1)
+		go func() { served <- s.d.Serve(lis) }()
+		s.served = served
+	}
 	for range conns {
 		s.conns = append(s.conns, serveDialBuf(tb, lis))
 	}
@@ -73,26 +89,46 @@ func (s *benchServer) close() {
 }
 
 // BenchmarkDrainIdle100Conns times the stop of a server with 100 idle
-// client connections, each made ready by one RPC, by a bare GracefulStop
-// and by Drain. Only the stop is timed.
+// client connections, each made ready by one RPC: by a bare GracefulStop,
+// the server served by grpc's Serve; and by Drain, the server served by
+// drain.Serve, as a program that uses the drain serves it, so that the
+// figure includes the drain's wait for grpc to take up the connections
+// accepted last (up to 100ms after the last accept): at once after the
+// connections are made ("stop=Drain", the settle included), and once
+// 100ms have passed since ("stop=Drain-accepts-settled", a server whose
+// clients connected earlier). Only the stop is timed.
 func BenchmarkDrainIdle100Conns(b *testing.B) {
 	for _, bc := range []struct {
-		name string
-		stop func(s *benchServer) error
+		name   string
+		d      func(*grpc.Server, *interceptors.Tracker) *drain.Drainer
+		settle bool // let 100ms pass after the last accept, untimed
+		stop   func(s *benchServer) error
 	}{
 		{name: "stop=GracefulStop", stop: func(s *benchServer) error {
 			s.srv.GracefulStop()
 			return nil
 		}},
-		{name: "stop=Drain", stop: func(s *benchServer) error {
-			_, err := drain.New(s.srv, s.tr).Drain(context.Background())
-			return err
-		}},
+		{name: "stop=Drain",
+			d: func(srv *grpc.Server, tr *interceptors.Tracker) *drain.Drainer { return drain.New(srv, tr) },
+			stop: func(s *benchServer) error {
+				_, err := s.d.Drain(context.Background())
+				return err
+			}},
+		{name: "stop=Drain-accepts-settled",
+			d:      func(srv *grpc.Server, tr *interceptors.Tracker) *drain.Drainer { return drain.New(srv, tr) },
+			settle: true,
+			stop: func(s *benchServer) error {
+				_, err := s.d.Drain(context.Background())
+				return err
+			}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.StopTimer()
 			for range b.N {
-				s := benchStartServer(b, nil, 100)
+				s := benchStartServerWith(b, nil, 100, bc.d)
+				if bc.settle {
+					time.Sleep(100 * time.Millisecond) // the state measured, not synchronisation
+				}
 				b.StartTimer()
 				err := bc.stop(s)
 				b.StopTimer()
