@@ -2,7 +2,6 @@ package drain_test
 
 import (
 	"context"
-	"errors"
 	"io"
 	"sync"
 	"testing"
@@ -72,7 +71,7 @@ func (p *prober) OnStop(ctx context.Context, e stophook.Event) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), defaultTestTimeout)
 	defer cancel()
 	_, uerr := p.client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
-	serr := errors.New("no stream")
+	var serr error
 	if s, err := p.client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{}); err != nil {
 		serr = err
 	} else {
