@@ -33,7 +33,7 @@ func newRebalancingServer(creds credentials.TransportCredentials, streamAge time
 		// The long-lived streams of a connection end at its GOAWAY.
 		grpc.Creds(t.Credentials(creds)),
 	)
-	// MaxConnectionAge 5m ±10%, grace 15s: the drain's.
+	// MaxConnectionAge 5m ±10%; its grace lets every call finish.
 	opts = append(opts, keepalive.ServerOptions()...)
 	return grpc.NewServer(opts...), t
 }
