@@ -22,7 +22,6 @@ import (
 // no other process: closing it unread resets its client.
 type lateListener struct {
 	net.Listener
-	held    chan net.Conn // the connection held back, given to Accept at Close
 	holding chan struct{} // receives when a connection is held
 	mu      sync.Mutex
 	hold    bool
