@@ -56,9 +56,10 @@
 // the longest the waits can take; a call that outlives its context is
 // abandoned and reported, and the hook is not called again before that call
 // returns; a call that would start with no time left is not made, and
-// reported with ErrHookNotCalled (with every wait zero, hooks see Cleanup
-// alone); a panic is recovered and reported, and every error is joined into
-// the error of Drain. So hooks add to the worst case only their handling of
+// listed in Report.NotCalled, and in the report's log record, with
+// ErrHookNotCalled (with every wait zero, hooks see Cleanup alone), but
+// not returned by Drain: the drain did nothing wrong; a panic is recovered
+// and reported, and every error is joined into the error of Drain. So hooks add to the worst case only their handling of
 // Cleanup: one hook timeout per hook.
 //
 // A server mounted with grpc.Server.ServeHTTP (behind an HTTP/2 server,

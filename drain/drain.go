@@ -233,7 +233,8 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 
 	ph.enter(stophook.Cleanup, 0)
 	hooks.send(stophook.Cleanup, &r, d.t.InFlight())
-	errs := hooks.finish()
+	errs, missed := hooks.finish()
+	r.NotCalled = missed
 	ph.leave()
 	r.Duration = time.Since(r.Started)
 	r.Skipped = d.skipReason()

@@ -12,7 +12,7 @@ import (
 )
 
 // ErrHookNotCalled is wrapped by the HookError of a call the drain did not
-// make, because the hook could no longer handle its event in time: the
+// make, listed in Report.NotCalled (not returned by Drain), because the hook could no longer handle its event in time: the
 // event came after the time the drain gives the events before Cleanup (the
 // longest its waits can take, from its start), or the hook's call for an
 // earlier event had still not returned when this call's time ran out. A
@@ -69,6 +69,7 @@ type hookRunner struct {
 	done   chan struct{}
 	busy   []chan struct{} // per hook: closed when its last call returned; owned by the runner's goroutine
 	errs   []error         // owned by the runner's goroutine until done is closed
+	missed []error         // calls not made; owned as errs is
 }
 
 func (d *Drainer) startHooks(base context.Context, started time.Time) *hookRunner {
@@ -111,20 +112,23 @@ func (h *hookRunner) send(p stophook.Phase, r *Report, inFlight int) <-chan stru
 }
 
 // finish waits for the hooks to handle every event sent and returns their
-// errors. Every call, and every wait for a hook still busy, is bounded by
+// errors, and the calls it did not make. Every call, and every wait for a hook still busy, is bounded by
 // the hook timeout, and those for events before Cleanup by the cutoff too,
 // so finish is bounded as Budget says.
-func (h *hookRunner) finish() []error {
+func (h *hookRunner) finish() (errs, missed []error) {
 	close(h.events)
 	<-h.done
-	return h.errs
+	return h.errs, h.missed
 }
 
 func (h *hookRunner) run() {
 	defer close(h.done)
 	for q := range h.events {
 		for i := len(h.hooks) - 1; i >= 0; i-- {
-			if err := h.call(i, q.event); err != nil {
+			switch err := h.call(i, q.event); {
+			case errors.Is(err, ErrHookNotCalled):
+				h.missed = append(h.missed, err)
+			case err != nil:
 				h.errs = append(h.errs, err)
 			}
 		}

@@ -23,6 +23,14 @@ type Report struct {
 	// Leaked lists the handlers still running when the drain gave up on
 	// them, oldest first.
 	Leaked []interceptors.Call
+
+	// NotCalled lists the hook calls the drain did not make, each a
+	// *HookError wrapping ErrHookNotCalled, in the order they were due:
+	// the hook could no longer handle its event in time (with every wait
+	// zero, hooks see Cleanup alone), or was still busy with an earlier
+	// one. They are not errors of the drain: a hook that outlived its
+	// time was reported as such when it did.
+	NotCalled []error
 }
 
 // A PhaseReport tells what one phase of a drain did.
@@ -61,6 +69,13 @@ func (r Report) LogValue() slog.Value {
 			leaked[i] = c.Method + " (age " + round(end.Sub(c.Started)) + ")"
 		}
 		attrs = append(attrs, slog.Int("leaked", len(r.Leaked)), slog.Any("leaked_handlers", leaked))
+	}
+	if len(r.NotCalled) > 0 {
+		missed := make([]string, len(r.NotCalled))
+		for i, err := range r.NotCalled {
+			missed[i] = err.Error()
+		}
+		attrs = append(attrs, slog.Any("hooks_not_called", missed))
 	}
 	return slog.GroupValue(attrs...)
 }

@@ -21,8 +21,8 @@
 //     their whole time. A call that would start with no time left is not
 //     made: a hook may miss events before Cleanup, when the drain's waits
 //     are over (every wait zero, say) or when an earlier call of the hook
-//     still runs, and the drain's error then names the hook and the phase
-//     (drain.ErrHookNotCalled).
+//     still runs, and the drain's report then names the hook and the phase
+//     (drain.Report.NotCalled, drain.ErrHookNotCalled).
 //   - A hook that blocks past its context is abandoned: the drain goes on,
 //     and the call is reported as an error naming the hook. It costs its
 //     time and nothing more. The hook is not called again until that call
