@@ -55,7 +55,8 @@
 // after the hook timeout, and for the events before Cleanup no later than
 // the longest the waits can take; a call that outlives its context is
 // abandoned and reported, and the hook is not called again before that call
-// returns; a call that would start with no time left is not made, and
+// returns; a call for an event before Cleanup that would start with no
+// time left is not made (Cleanup is made whenever the hook is free), and
 // listed in Report.NotCalled, and in the report's log record, with
 // ErrHookNotCalled (with every wait zero, hooks see Cleanup alone), but
 // not returned by Drain: the drain did nothing wrong; a panic is recovered

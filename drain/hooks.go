@@ -53,7 +53,7 @@ func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 // A call has the hook timeout from the moment it is due, and for an event
 // before Cleanup no time past the cutoff, the longest the drain's waits can
 // take: the events before Cleanup are handled within the waits, and a call
-// left with no time is not made. Each hook handles one event at a time, in
+// for one of them left with no time is not made. Each hook handles one event at a time, in
 // phase order: a call abandoned at its deadline keeps the hook busy until
 // it returns, and the hook's next call waits for that within its own time,
 // or is not made.
@@ -139,7 +139,8 @@ func (h *hookRunner) run() {
 // call calls hook i with e, unless it can no longer. The call's time is the
 // hook timeout from now, and, for an event before Cleanup, ends at the
 // cutoff at the latest. If the hook's previous call is still running, the
-// call waits for it within that time. A call left with no time is not made.
+// call waits for it within that time. A call left with no time is not made,
+// but for Cleanup, which is made whenever the hook is free.
 // The call's context ends with its time, and, for a call running when the
 // drain skips its waits, then: calls made after the skip get their whole
 // time. A call whose context ends is left to return on its own.
@@ -159,16 +160,24 @@ func (h *hookRunner) call(i int, e stophook.Event) error {
 	notCalled := func(reason string) error {
 		return &HookError{Hook: typeName(i, hook), Phase: e.Phase, Err: fmt.Errorf("%w: %s", ErrHookNotCalled, reason)}
 	}
-	if ctx.Err() != nil {
+	// Cleanup is made whenever the hook is free, even with a hook timeout
+	// so small that it has run out already: the hook then gets an ended
+	// context, but it gets the event.
+	cleanup := e.Phase == stophook.Cleanup
+	if ctx.Err() != nil && !cleanup {
 		return notCalled(why)
 	}
 	if busy := h.busy[i]; busy != nil {
 		select {
 		case <-busy:
-		case <-ctx.Done():
-			return notCalled("its call for an earlier event had not returned when " + why)
+		default:
+			select {
+			case <-busy:
+			case <-ctx.Done():
+				return notCalled("its call for an earlier event had not returned when " + why)
+			}
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && !cleanup {
 			return notCalled(why)
 		}
 	}

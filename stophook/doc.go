@@ -18,8 +18,9 @@
 //     drain's waits can take has passed since its start; it also ends when
 //     the drain skips its waits while the call runs (a second signal, or
 //     the end of the context given to Drain): calls made after the skip get
-//     their whole time. A call that would start with no time left is not
-//     made: a hook may miss events before Cleanup, when the drain's waits
+//     their whole time. A call for an event before Cleanup that would
+//     start with no time left is not made: a hook may miss events before
+//     Cleanup, when the drain's waits
 //     are over (every wait zero, say) or when an earlier call of the hook
 //     still runs, and the drain's report then names the hook and the phase
 //     (drain.Report.NotCalled, drain.ErrHookNotCalled).
@@ -29,7 +30,8 @@
 //     returns; its next call waits for it within its own time.
 //   - Cleanup reaches every hook, within the hook timeout, unless the
 //     hook's call for an earlier event is still running a hook timeout
-//     after the drain sent Cleanup.
+//     after the drain sent Cleanup; a hook free for it gets it even when
+//     its context has ended already (a hook timeout of a nanosecond).
 //   - A hook that panics does not stop the drain: the panic becomes an error
 //     naming the hook and carrying the panic value.
 //   - Errors do not stop the drain either: every hook is called for every
