@@ -133,7 +133,9 @@
 // Every duration is refused below a second, with a panic naming the
 // option: a time.Duration counts nanoseconds, and WithMaxConnectionAge(5),
 // meant as 5 minutes, would be 5ns, on which grpc panics at the first
-// connection.
+// connection. A maximum connection age above MaxConnectionAge (about 265
+// years) other than Infinity is refused too: grpc's jitter would overflow
+// it, and renew about half the connections as soon as they open.
 //
 // Clients may set keepalive.ClientParameters with a Time of 10 seconds or
 // more, and PermitWithoutStream either way; a Time below MinTime breaks the

@@ -14,6 +14,11 @@ import (
 // largest time.Duration.
 const Infinity = time.Duration(math.MaxInt64)
 
+// MaxConnectionAge is the largest finite age WithMaxConnectionAge accepts:
+// grpc adds to each connection's age a jitter of up to +10%, and the sum
+// must remain a time.Duration.
+const MaxConnectionAge = Infinity / 11 * 10
+
 // trackerMargin is added to the longest call a Tracker allows, for the
 // grace of WithTracker: a call's deadline counts from its handler's start,
 // a little after the call arrived, and its status still has to be written.

@@ -126,6 +126,13 @@ func TestValidation(t *testing.T) {
 		{"nil option to ServerOptions", func() { keepalive.ServerOptions(keepalive.WithTime(time.Second), nil) }, "keepalive: ServerOptions: option 1 is nil"},
 		{"nil option to Parameters", func() { keepalive.Parameters(nil) }, "keepalive: Parameters: option 0 is nil"},
 		{"zero max connection age", func() { keepalive.WithMaxConnectionAge(0) }, ""},
+		// grpc adds up to +10% of jitter to the age: past this, the sum
+		// overflows, and about half the connections are sent GOAWAY as
+		// soon as they open.
+		{"max connection age whose jitter overflows", func() { keepalive.WithMaxConnectionAge(keepalive.Infinity - 1) },
+			"keepalive: WithMaxConnectionAge(2562047h47m16.854775806s): above 2329134h21m9.867978s, past which grpc's jitter of up to +10% overflows"},
+		{"longest max connection age", func() { keepalive.WithMaxConnectionAge(keepalive.Infinity / 11 * 10) }, ""},
+		{"infinite max connection age", func() { keepalive.WithMaxConnectionAge(keepalive.Infinity) }, ""},
 		{"zero max connection idle", func() { keepalive.WithMaxConnectionIdle(0) }, ""},
 	}
 	for _, tt := range tests {

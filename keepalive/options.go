@@ -37,9 +37,15 @@ type options struct {
 // sends it GOAWAY (ServerParameters.MaxConnectionAge); grpc adds a random
 // jitter of ±10% to it for each connection. The default is 5 minutes. A d of
 // 0 turns it off: connections live until the client or a drain ends them.
-// It panics if d is negative or below a second.
+// Infinity turns it off too. It panics if d is negative or below a second,
+// or if it is not Infinity but above MaxConnectionAge (about 265 years),
+// past which grpc's jitter overflows and sends about half the connections
+// GOAWAY as soon as they open.
 func WithMaxConnectionAge(d time.Duration) Option {
 	mustBeOffOrSeconds("WithMaxConnectionAge", d)
+	if d > MaxConnectionAge && d != Infinity {
+		panic(fmt.Sprintf("keepalive: WithMaxConnectionAge(%v): above %v, past which grpc's jitter of up to +10%% overflows; use Infinity or 0 for no renewal", d, MaxConnectionAge))
+	}
 	return optionFunc(func(o *options) { o.sp.MaxConnectionAge = d })
 }
 
