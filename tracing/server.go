@@ -40,8 +40,12 @@ import (
 //
 // Attributes follow OpenTelemetry's rule for names outside the semantic
 // conventions, which have none for a drain: a namespace of their own,
-// "drainkit.". A handler that forwards the cancellation of another server
-// that drains keeps the mark, and is counted: that drain ended it.
+// "drainkit.". A long-lived stream that the Tracker retires for its age or
+// its connection's (interceptors.WithMaxStreamAge, a keepalive renewal)
+// carries the same reason, with the metadata interceptors.MetadataRetired:
+// no drain ended it, and it is neither marked nor counted. A handler that
+// forwards the cancellation of another server that drains keeps the mark,
+// and is counted: that drain ended it.
 //
 // It panics if h is nil or an option is nil; WithTracerProvider has no
 // effect on it (the span is the one h started).
@@ -93,6 +97,9 @@ func drainEnded(err error) string {
 	}
 	for _, d := range st.Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == interceptors.ErrorInfoDomain && info.GetReason() == interceptors.ReasonShuttingDown {
+			if info.GetMetadata()[interceptors.MetadataRetired] != "" {
+				return "" // retired for its age or its connection's: no drain
+			}
 			if h := info.GetMetadata()[interceptors.MetadataHandler]; h != "" {
 				return h
 			}
