@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -55,7 +56,9 @@ type Drainer struct {
 
 // New returns a Drainer for srv, whose RPCs t tracks: t's interceptors must
 // be installed on srv, and on no other server, since the drain refuses and
-// cancels every call t tracks. It panics if srv or t is nil, naming it.
+// cancels every call t tracks. It panics if srv or t is nil, naming it, and
+// if the same hook, a pointer, is registered twice: it would see each event
+// twice, and could handle two at once.
 func New(srv *grpc.Server, t *interceptors.Tracker, opts ...Option) *Drainer {
 	if srv == nil {
 		panic("drain: New: nil *grpc.Server")
@@ -70,6 +73,7 @@ func New(srv *grpc.Server, t *interceptors.Tracker, opts ...Option) *Drainer {
 		}
 		opt.apply(&o)
 	}
+	mustBeDistinct(o.hooks)
 	d := &Drainer{srv: srv, t: t, o: o, done: make(chan struct{}), serverStopped: make(chan struct{})}
 	d.skipCtx, d.skip = context.WithCancelCause(context.Background())
 	return d
@@ -250,6 +254,22 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	}
 	d.o.logger.LogAttrs(ctx, level, "drain finished", slog.Any("report", r))
 	return r, errors.Join(errs...)
+}
+
+// mustBeDistinct panics if the same pointer appears twice in hooks. Hooks of
+// other kinds are not compared: == could panic on them, and two equal
+// values share no state.
+func mustBeDistinct(hooks []stophook.Hook) {
+	for i, h := range hooks {
+		if reflect.TypeOf(h).Kind() != reflect.Pointer {
+			continue
+		}
+		for j := range i {
+			if hooks[j] == h {
+				panic(fmt.Sprintf("drain: New: hook %d (%T) is hook %d again: a hook registered twice would see each event twice", i, h, j))
+			}
+		}
+	}
 }
 
 // gracefulStop calls GracefulStop on a goroutine of its own, and returns

@@ -663,6 +663,10 @@ func TestNewRefusesBadInput(t *testing.T) {
 		{"nil hook", func() { drain.WithHooks(stophook.Func(nil), nil) }, "hook 1 is nil"},
 		{"nil health", func() { drain.WithHealth(nil) }, "WithHealth"},
 		{"nil logger", func() { drain.WithLogger(nil) }, "WithLogger"},
+		{"hook registered twice", func() {
+			h := newRecorder()
+			drain.New(srv, tr, drain.WithHooks(h, newRecorder()), drain.WithHooks(h))
+		}, "drain: New: hook 2 (*drain_test.recorder) is hook 0 again"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -97,7 +97,8 @@ func WithHealth(h *health.Server) Option {
 
 // WithHooks adds hooks called at each phase of the drain, in reverse order
 // of registration across all WithHooks options (see package stophook). By
-// default there are none.
+// default there are none. A hook given twice, across all WithHooks options,
+// makes New panic.
 func WithHooks(hooks ...stophook.Hook) Option {
 	for i, h := range hooks {
 		if h == nil {
