@@ -239,12 +239,19 @@ func (h *hookRunner) why(ctx context.Context, timeUp string) string {
 }
 
 // hookName names hook i by its String method if it has one, and by its
-// type otherwise. It runs the hook's code: never call it on the runner.
-func hookName(i int, h stophook.Hook) string {
-	if s, ok := h.(fmt.Stringer); ok {
-		return fmt.Sprintf("hook %d (%s)", i, s.String())
+// type otherwise, or when String panics: the error is the hook's all the
+// same. It runs the hook's code: never call it on the runner.
+func hookName(i int, h stophook.Hook) (name string) {
+	s, ok := h.(fmt.Stringer)
+	if !ok {
+		return typeName(i, h)
 	}
-	return typeName(i, h)
+	defer func() {
+		if v := recover(); v != nil {
+			name = fmt.Sprintf("hook %d (%T, whose String panicked: %v)", i, h, v)
+		}
+	}()
+	return fmt.Sprintf("hook %d (%s)", i, s.String())
 }
 
 // typeName names hook i by its type, without running any of its code.
