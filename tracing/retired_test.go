@@ -53,7 +53,7 @@ func TestServerHandlerLeavesRetiredStreamsUnmarked(t *testing.T) {
 		}
 		spans++
 		if v, ok := attr(s.Attributes(), tracing.DrainEndedKey); ok {
-			t.Errorf("span of the retired stream has %s = %v, want none: no drain ended it", tracing.DrainEndedKey, v.Emit())
+			t.Errorf("span of the retired stream has %s = %v, want none: no drain ended it", tracing.DrainEndedKey, v.String())
 		}
 	}
 	if spans != 1 {
