@@ -58,3 +58,47 @@ func TestDrainHookStringPanics(t *testing.T) {
 		t.Errorf("Drain() = %v, want a HookError naming the hook by its type and the panic of its String", err)
 	}
 }
+
+// TestDrainSkipDoesNotWaitForStuckHook ends the context of Drain while a
+// hook that ignores its context is busy with Graceful: the Force event, due
+// within the drain's waits, which are skipped, must not wait for that hook
+// too; only Cleanup waits for it, one hook timeout.
+func TestDrainSkipDoesNotWaitForStuckHook(t *testing.T) {
+	const hookTimeout = 2 * time.Second
+	svc := newService(false)
+	ts := newTestServer(t, svc)
+	startCall(t, ts.dial(t), svc) // keeps the Graceful phase waiting
+	busy, release := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(svc.release) })
+	hook := stophook.Func(func(_ context.Context, e stophook.Event) error {
+		if e.Phase == stophook.Graceful {
+			close(busy)
+			<-release // ignores its context
+		}
+		return nil
+	})
+	d := drain.New(ts.srv, ts.tracker, drain.WithHooks(hook), drain.WithHookTimeout(hookTimeout),
+		drain.WithGracePeriod(time.Hour), drain.WithCancelGrace(time.Hour), drain.WithForceWait(defaultTestShortTimeout))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := startDrain(ctx, d)
+	receive(t, busy, "the hook to be busy with Graceful")
+	cancel()
+	start := time.Now()
+	res := receive(t, done, "Drain after its context ended")
+	took := time.Since(start)
+	close(release)
+	var force *drain.HookError
+	for _, err := range res.report.NotCalled {
+		if he := (*drain.HookError)(nil); errors.As(err, &he) && he.Phase == stophook.Force {
+			force = he
+		}
+	}
+	if force == nil || !strings.Contains(force.Error(), "skipped its waits") {
+		t.Errorf("Report.NotCalled = %v, want Force not called because the drain skipped its waits", res.report.NotCalled)
+	}
+	// Cleanup waits one hook timeout for the stuck hook; Force waited
+	// another before.
+	if took >= hookTimeout*3/2 {
+		t.Errorf("Drain returned %v after its context ended, want about one hook timeout (%v)", took, hookTimeout)
+	}
+}

@@ -53,10 +53,11 @@ func (e *PanicError) Error() string { return fmt.Sprintf("panic: %v", e.Value) }
 // A call has the hook timeout from the moment it is due, and for an event
 // before Cleanup no time past the cutoff, the longest the drain's waits can
 // take: the events before Cleanup are handled within the waits, and a call
-// for one of them left with no time is not made. Each hook handles one event at a time, in
-// phase order: a call abandoned at its deadline keeps the hook busy until
-// it returns, and the hook's next call waits for that within its own time,
-// or is not made.
+// for one of them left with no time is not made. Each hook handles one
+// event at a time, in phase order: a call abandoned at its deadline keeps
+// the hook busy until it returns, and the hook's next call waits for that
+// within its own time (for an event before Cleanup, not past the drain's
+// skip), or is not made.
 type hookRunner struct {
 	base    context.Context // the parent of each call's context
 	skipCtx context.Context // ends when the drain skips its waits
@@ -139,7 +140,8 @@ func (h *hookRunner) run() {
 // call calls hook i with e, unless it can no longer. The call's time is the
 // hook timeout from now, and, for an event before Cleanup, ends at the
 // cutoff at the latest. If the hook's previous call is still running, the
-// call waits for it within that time. A call left with no time is not made,
+// call waits for it within that time, and for an event before Cleanup not
+// past the drain's skip. A call left with no time is not made,
 // but for Cleanup, which is made whenever the hook is free.
 // The call's context ends with its time, and, for a call running when the
 // drain skips its waits, then: calls made after the skip get their whole
@@ -168,6 +170,13 @@ func (h *hookRunner) call(i int, e stophook.Event) error {
 		return notCalled(why)
 	}
 	if busy := h.busy[i]; busy != nil {
+		// For an event before Cleanup, the wait ends with the drain's
+		// waits, skipped ones included: a hook that ignored the skip
+		// would otherwise hold the drain for its whole timeout again.
+		var skipped <-chan struct{}
+		if !cleanup {
+			skipped = h.skipCtx.Done()
+		}
 		select {
 		case <-busy:
 		default:
@@ -175,6 +184,8 @@ func (h *hookRunner) call(i int, e stophook.Event) error {
 			case <-busy:
 			case <-ctx.Done():
 				return notCalled("its call for an earlier event had not returned when " + why)
+			case <-skipped:
+				return notCalled(fmt.Sprintf("its call for an earlier event had not returned when the drain skipped its waits (%v)", context.Cause(h.skipCtx)))
 			}
 		}
 		if ctx.Err() != nil && !cleanup {

@@ -27,7 +27,8 @@
 //   - A hook that blocks past its context is abandoned: the drain goes on,
 //     and the call is reported as an error naming the hook. It costs its
 //     time and nothing more. The hook is not called again until that call
-//     returns; its next call waits for it within its own time.
+//     returns; its next call waits for it within its own time, and, for an
+//     event before Cleanup, not past the drain's skip of its waits.
 //   - Cleanup reaches every hook, within the hook timeout, unless the
 //     hook's call for an earlier event is still running a hook timeout
 //     after the drain sent Cleanup; a hook free for it gets it even when
