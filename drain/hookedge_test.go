@@ -102,3 +102,18 @@ func TestDrainSkipDoesNotWaitForStuckHook(t *testing.T) {
 		t.Errorf("Drain returned %v after its context ended, want about one hook timeout (%v)", took, hookTimeout)
 	}
 }
+
+// TestDrainHookStringBlocks checks that a hook whose OnStop fails, and
+// whose String, called to name it, blocks, is reported with its own error,
+// not as a hook that did not return.
+func TestDrainHookStringBlocks(t *testing.T) {
+	ts := newTestServer(t, newService(false))
+	h := &blockingStringer{release: make(chan struct{})}
+	t.Cleanup(func() { close(h.release) })
+	d := drain.New(ts.srv, ts.tracker, drain.WithHooks(h), drain.WithHookTimeout(50*time.Millisecond),
+		drain.WithGracePeriod(50*time.Millisecond), drain.WithCancelGrace(0), drain.WithForceWait(0))
+	res := receive(t, startDrain(context.Background(), d), "Drain with a hook whose String blocks")
+	if res.err == nil || !strings.Contains(res.err.Error(), "hook failed") || strings.Contains(res.err.Error(), "abandoned") {
+		t.Errorf("Drain() = %v, want the hook's own error, not an abandoned call", res.err)
+	}
+}

@@ -204,6 +204,7 @@ func (h *hookRunner) call(i int, e stophook.Event) error {
 		name string
 	}
 	result := make(chan outcome, 1)
+	failed := make(chan error, 1) // OnStop's error, before String names the hook
 	returned := make(chan struct{})
 	h.busy[i] = returned
 	go func() {
@@ -216,6 +217,7 @@ func (h *hookRunner) call(i int, e stophook.Event) error {
 		err := hook.OnStop(ctx, e)
 		name := ""
 		if err != nil {
+			failed <- err
 			name = hookName(i, hook)
 		}
 		result <- outcome{err: err, name: name}
@@ -227,6 +229,12 @@ func (h *hookRunner) call(i int, e stophook.Event) error {
 		select {
 		case o = <-result: // returned as its context ended: not late
 		default:
+			select {
+			case err := <-failed:
+				return &HookError{Hook: typeName(i, hook), Phase: e.Phase,
+					Err: fmt.Errorf("%w (its String, called to name it, had not returned when %s)", err, h.why(ctx, why))}
+			default:
+			}
 			return &HookError{Hook: typeName(i, hook), Phase: e.Phase,
 				Err: fmt.Errorf("abandoned: did not return when %s: %w", h.why(ctx, why), ctx.Err())}
 		}
