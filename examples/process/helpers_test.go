@@ -461,20 +461,30 @@ func (h *headerWatcher) HandleRPC(_ context.Context, s stats.RPCStats) {
 // startSleeps makes n calls of Sleep(longSleep) to addr, on one connection,
 // and returns once the server has accepted them all. Each call's error is
 // sent on the channel returned; the calls end with the test.
+func startSleeps(t *testing.T, addr string, n int) <-chan error {
+	t.Helper()
+	_, errs := sendSleeps(t, addr, n, longSleep)
+	return errs
+}
+
+// sendSleeps makes n calls of Sleep(d) to addr, on one connection, and
+// returns once the server has accepted them all, with the client of that
+// connection and the channel on which each call's error is sent. Each call
+// has a deadline of d plus defaultTestTimeout, and ends with the test.
 //
 // The server has accepted them when it has answered an Echo sent after
 // their headers on the same connection: it reads the headers of a
 // connection in order, and registers each stream as it reads its headers.
-func startSleeps(t *testing.T, addr string, n int) <-chan error {
+func sendSleeps(t *testing.T, addr string, n int, d time.Duration) (demopb.DemoClient, <-chan error) {
 	t.Helper()
 	w := &headerWatcher{method: sleepMethod, sent: make(chan struct{}, n)}
 	_, c := dial(t, addr, grpc.WithStatsHandler(w))
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), d+defaultTestTimeout)
 	t.Cleanup(cancel)
 	errs := make(chan error, n)
 	for range n {
 		go func() {
-			_, err := c.Sleep(ctx, durationpb.New(longSleep))
+			_, err := c.Sleep(ctx, durationpb.New(d))
 			errs <- err
 		}()
 	}
@@ -483,7 +493,7 @@ func startSleeps(t *testing.T, addr string, n int) <-chan error {
 		select {
 		case <-w.sent:
 		case err := <-errs:
-			t.Fatalf("Sleep() = %v before the drain", err)
+			t.Fatalf("Sleep() = %v before the server had it", err)
 		case <-timeout:
 			t.Fatalf("%d of %d Sleep calls sent after %v", i, n, defaultTestTimeout)
 		}
@@ -491,7 +501,7 @@ func startSleeps(t *testing.T, addr string, n int) <-chan error {
 	if err := echo(c, "after the sleeps"); err != nil {
 		t.Fatalf("Echo() = %v, want nil", err)
 	}
-	return errs
+	return c, errs
 }
 
 // checkUnavailable receives n errors from errs and checks that each is

@@ -3,14 +3,10 @@
 package process_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // A reload refused while the old server drains puts the refusal in the
@@ -24,23 +20,7 @@ func TestUnitRefusedReloadStatusClears(t *testing.T) {
 	old := u.main()
 
 	// A Sleep that keeps the old server draining after the reload.
-	w := &headerWatcher{method: sleepMethod, sent: make(chan struct{}, 1)}
-	_, c := dial(t, u.addr, grpc.WithStatsHandler(w))
-	slept := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), sleep+defaultTestTimeout)
-		defer cancel()
-		_, err := c.Sleep(ctx, durationpb.New(sleep))
-		slept <- err
-	}()
-	select {
-	case <-w.sent:
-	case <-time.After(defaultTestTimeout):
-		t.Fatalf("Sleep not sent after %v", defaultTestTimeout)
-	}
-	if err := echo(c, "after the sleep"); err != nil {
-		t.Fatalf("Echo() = %v, want nil", err)
-	}
+	_, slept := sendSleeps(t, u.addr, 1, sleep)
 
 	u.reload()
 	u.waitFor("the successor as main process", func() bool { return u.mainPID != old && u.state == "active" })

@@ -14,9 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 const (
@@ -171,25 +168,8 @@ func TestUnitStopDuringUpgradeDrain(t *testing.T) {
 	u.start()
 	old := u.main()
 
-	// A Sleep that the old server has accepted: its headers were sent
-	// before an Echo on the same connection was answered.
-	w := &headerWatcher{method: sleepMethod, sent: make(chan struct{}, 1)}
-	_, c := dial(t, u.addr, grpc.WithStatsHandler(w))
-	slept := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), sleep+defaultTestTimeout)
-		defer cancel()
-		_, err := c.Sleep(ctx, durationpb.New(sleep))
-		slept <- err
-	}()
-	select {
-	case <-w.sent:
-	case <-time.After(defaultTestTimeout):
-		t.Fatalf("Sleep not sent after %v", defaultTestTimeout)
-	}
-	if err := echo(c, "after the sleep"); err != nil {
-		t.Fatalf("Echo() = %v, want nil", err)
-	}
+	// A Sleep that the old server has accepted.
+	_, slept := sendSleeps(t, u.addr, 1, sleep)
 	sent := time.Now()
 
 	u.reload()

@@ -3,16 +3,12 @@
 package process_test
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // successorStarted is the record that the stand-in successors write.
@@ -183,25 +179,8 @@ func TestUpgradeInFlightCallsFinish(t *testing.T) {
 		socket: socket,
 	})
 
-	// A Sleep the old server has accepted: its headers were sent before
-	// an Echo on the same connection was answered.
-	w := &headerWatcher{method: sleepMethod, sent: make(chan struct{}, 1)}
-	_, c := dial(t, addr, grpc.WithStatsHandler(w))
-	slept := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), sleep+defaultTestTimeout)
-		defer cancel()
-		_, err := c.Sleep(ctx, durationpb.New(sleep))
-		slept <- err
-	}()
-	select {
-	case <-w.sent:
-	case <-time.After(defaultTestTimeout):
-		t.Fatalf("Sleep not sent after %v", defaultTestTimeout)
-	}
-	if err := echo(c, "after the sleep"); err != nil {
-		t.Fatalf("Echo() = %v, want nil", err)
-	}
+	// A Sleep that the old server has accepted.
+	c, slept := sendSleeps(t, addr, 1, sleep)
 
 	s.signal(syscall.SIGHUP)
 	s.waitLog("the upgrade's success", isMsg("upgrade: the successor serves, draining"))
