@@ -3,14 +3,12 @@
 package process_test
 
 import (
-	"errors"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // As the one child of a container's minimal init (docker run --init: tini,
@@ -22,41 +20,8 @@ import (
 func TestUpgradeRefusedUnderContainerInit(t *testing.T) {
 	bin, _ := binaries(t)
 	cmd := exec.Command("sh", "-c", `"$0" "$@" & wait $!`, bin, "-log", "json", "-db", dbPath(t), "-addr", "127.0.0.1:0", "-readiness-delay=0s")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=")
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = w
-	err = cmd.Start()
-	w.Close()
-	if err != nil {
-		r.Close()
-		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) {
-			t.Skipf("no new PID namespace here: %v", err)
-		}
-		t.Fatal(err)
-	}
-	s := &server{t: t, name: "init child", cmd: cmd, log: newServerLog(), exited: make(chan struct{})}
-	go s.log.collect(r)
-	go func() {
-		cmd.Wait()
-		s.exitedAt = time.Now()
-		s.state = cmd.ProcessState
-		close(s.exited)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-s.exited:
-		default:
-			cmd.Process.Kill() // PID 1 of the namespace: the kernel kills the rest
-			<-s.exited
-		}
-		if t.Failed() {
-			t.Logf("log of the server:\n%s", s.log)
-		}
-	})
+	s := startInPIDNamespace(t, "init child", cmd)
 	rec := s.waitLog(`"serving" record`, isMsg("serving"))
 	if pid, _ := rec["pid"].(float64); pid == 1 {
 		t.Fatalf("serving record %v: pid 1, want the init's child", rec)

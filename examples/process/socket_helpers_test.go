@@ -3,6 +3,7 @@
 package process_test
 
 import (
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -124,6 +125,51 @@ func startDemo(t *testing.T, name string, st demoStart) *server {
 	if s.addr = rec.str("addr"); s.addr == "" {
 		t.Fatalf("server %s: no addr in the serving record %v", name, rec)
 	}
+	return s
+}
+
+// startInPIDNamespace starts cmd, a demo server or an init that runs one,
+// as PID 1 of a new PID namespace, and reads its standard error as the log
+// of the server named name; the test waits for the "serving" record itself.
+// The test is skipped where no PID namespace can be created. At the end of
+// the test cmd is killed if it still runs, and the kernel then kills the
+// rest of its namespace.
+func startInPIDNamespace(t *testing.T, name string, cmd *exec.Cmd) *server {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) {
+			t.Skipf("no new PID namespace here: %v", err)
+		}
+		t.Fatal(err)
+	}
+	s := &server{t: t, name: name, cmd: cmd, log: newServerLog(), exited: make(chan struct{})}
+	go s.log.collect(r)
+	go func() {
+		cmd.Wait()
+		s.exitedAt = time.Now()
+		s.state = cmd.ProcessState
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-s.exited:
+		default:
+			cmd.Process.Kill()
+			<-s.exited
+		}
+		if t.Failed() {
+			t.Logf("log of server %s:\n%s", name, s.log)
+		}
+	})
 	return s
 }
 
