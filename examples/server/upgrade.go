@@ -52,10 +52,9 @@ type upgrades struct {
 
 	mu      sync.Mutex
 	status  string        // the server's status line, once it serves; guarded by mu
-	served  bool          // Ready succeeded: the server served; guarded by mu
-	servedC chan struct{} // closed when served is set
 	budget  time.Duration // the drain's budget, once start is called; guarded by mu
 	logger  *slog.Logger  // set by start; guarded by mu
+	servedC chan struct{} // closed once Ready has succeeded: the server served
 }
 
 // catchUpgrades starts catching SIGHUP, which from now on asks for an
@@ -112,9 +111,6 @@ func (up *upgrades) ready(n *systemd.Notifier, logger *slog.Logger, addr net.Add
 	if err := up.u.Ready(); err != nil {
 		return err
 	}
-	up.mu.Lock()
-	up.served = true
-	up.mu.Unlock()
 	close(up.servedC)
 	if up.u.HasParent() {
 		return nil
@@ -258,9 +254,9 @@ func (up *upgrades) stop() {
 // serve never was the main process, and its parent waits for its exit.
 func (up *upgrades) waitParent() {
 	up.mu.Lock()
-	budget, logger, served := up.budget, up.logger, up.served
+	budget, logger := up.budget, up.logger
 	up.mu.Unlock()
-	if up.u == nil || logger == nil || !served || up.u.WaitForParent(expired) == nil {
+	if up.u == nil || logger == nil || !up.served() || up.u.WaitForParent(expired) == nil {
 		return
 	}
 	logger.Info("waiting for the server this one replaced to finish its drain", "parent_pid", os.Getppid(), "at_most", budget.String())
@@ -268,6 +264,16 @@ func (up *upgrades) waitParent() {
 	defer cancel()
 	if err := up.u.WaitForParent(ctx); err != nil {
 		logger.Warn("the server this one replaced still runs", "err", err)
+	}
+}
+
+// served reports whether the server has served: Ready has succeeded.
+func (up *upgrades) served() bool {
+	select {
+	case <-up.servedC:
+		return true
+	default:
+		return false
 	}
 }
 
