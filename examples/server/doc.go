@@ -9,17 +9,20 @@
 //
 // The flags:
 //
-//	-addr             TCP address to listen on (default 127.0.0.1:50051; port 0 picks a free port)
-//	-db               SQLite database file (default demo.db, in the working directory)
-//	-readiness-delay  how long to keep serving once health reports NOT_SERVING (default 0s)
-//	-grace            how long to wait for in-flight RPCs after GOAWAY (default 15s)
-//	-cancel-grace     how long to wait for cancelled handlers to return (default 3s)
-//	-force-wait       how long to wait for handlers after the forced stop (default 1s)
-//	-stubborn         make Sleep ignore its context, so that only a forced stop ends it
-//	-otel             "none" (default), or "stdout": spans, then metrics at the end of a drain, as JSON on standard output
-//	-log              "text" (default), key=value lines for a terminal, or "json", one object per line
-//	-upgrade-timeout  on SIGHUP, how long to wait for the successor to serve (default 30s)
-//	-pid-file         file to write the process ID to once serving, removed at the exit (default none)
+//	-addr                 TCP address to listen on (default 127.0.0.1:50051; port 0 picks a free port)
+//	-db                   SQLite database file (default demo.db, in the working directory)
+//	-readiness-delay      how long to keep serving once health reports NOT_SERVING (default 0s)
+//	-grace                how long to wait for in-flight RPCs after GOAWAY (default 15s)
+//	-cancel-grace         how long to wait for cancelled handlers to return (default 3s)
+//	-force-wait           how long to wait for handlers after the forced stop (default 1s)
+//	-stubborn             make Sleep ignore its context, so that only a forced stop ends it
+//	-otel                 "none" (default), or "stdout": spans, then metrics at the end of a drain, as JSON on standard output
+//	-log                  "text" (default), key=value lines for a terminal, or "json", one object per line
+//	-upgrade-timeout      on SIGHUP, how long to wait for the successor to serve (default 30s)
+//	-pid-file             file to write the process ID to once serving, removed at the exit (default none)
+//	-max-connection-age   after how long grpc renews a connection with GOAWAY, ±10% (default 5m; 0 is never)
+//	-max-stream-age       after how long a long-lived stream (Watch, Chat) ends, resumable, ±10% (default 0, never; else at least 100ms)
+//	-retire-aged-streams  end the long-lived streams of a connection renewed for its age at once, resumable (default true; false leaves grpc to cut them at the end of -grace)
 //
 // Under systemd with a .socket unit (examples/systemd), it serves the socket
 // systemd passes, and -addr is not used; it notifies systemd (sd_notify)
@@ -35,8 +38,9 @@
 // cannot write the PID file, it exits, it is not ready in time), it serves
 // on and says why. SIGHUP is refused, with a record and a status line that
 // say why, before the server serves, while the server it replaced still
-// drains, and as PID 1 (a container's first process, whose exit would kill
-// the successor). A successor stopped while the server it replaced still
+// drains, as PID 1 (a container's first process, whose exit would kill
+// the successor), and as the one child of a container's init (docker run
+// --init, tini, dumb-init), whose exit ends the container too. A successor stopped while the server it replaced still
 // drains exits only after it. See upgrade.go for a second SIGHUP, and
 // SIGTERM, during an upgrade.
 //
