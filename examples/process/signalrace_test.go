@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// SIGHUP and a stop 1ms apart, in either order, under a unit that plays
+// SIGHUP and a stop 1 to 80ms apart, in either order, under a unit that plays
 // systemd: the unit ends inactive without stopping by itself, every process
 // of it exits 0, and the PID file is gone.
 func TestUnitSignalsCrossed(t *testing.T) {
