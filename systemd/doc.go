@@ -55,7 +55,8 @@
 // follows the successor under NotifyAccess=main as under NotifyAccess=all,
 // whatever the timing of the old process's exit. The successor sends
 // nothing before (examples/server calls Ready only in a process that
-// replaced none). After HandOver the Notifier of the old process falls
+// replaced none, or whose parent, of an older version, cannot hand over:
+// upgrade.Upgrader.ParentLearnsPID is false). After HandOver the Notifier of the old process falls
 // silent: its STOPPING=1 would otherwise stop the unit that the successor
 // now serves.
 //
