@@ -330,48 +330,64 @@ func startServer(t *testing.T, name, db string, args ...string) *server {
 func launchServer(t *testing.T, name, db string, args ...string) *server {
 	t.Helper()
 	bin, _ := binaries(t)
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The records are read as JSON; the default, text, is for people.
 	args = append([]string{"-addr", "127.0.0.1:0", "-db", db, "-log", "json"}, args...)
-	s := &server{t: t, name: name, cmd: exec.Command(bin, args...), log: newServerLog(), exited: make(chan struct{})}
-	// Standard error is a pipe of the test's own, not one made by exec:
-	// then Wait returns as soon as the process exits, and the time of the
-	// exit is measured without the reading of its output.
-	s.cmd.Stderr = w
-	err = s.cmd.Start()
-	w.Close()
+	s, err := spawn(t, name, exec.Command(bin, args...))
 	if err != nil {
-		r.Close()
 		t.Fatalf("starting server %s: %v", name, err)
 	}
-	go s.log.collect(r)
-	go func() {
-		s.cmd.Wait()
-		s.exitedAt = time.Now()
-		s.state = s.cmd.ProcessState
-		close(s.exited)
-	}()
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log of server %s (%v):\n%s", name, args, s.log)
 		}
 	})
 	t.Cleanup(func() {
-		select {
-		case <-s.exited:
-		default:
-			s.cmd.Process.Kill()
-			<-s.exited
-		}
+		s.kill()
 		// Standard error ends with the process.
 		if err := s.log.waitEnd(defaultTestTimeout); err != nil {
 			t.Errorf("server %s: %v", name, err)
 		}
 	})
 	return s
+}
+
+// spawn starts cmd as the server named name, with its standard error read
+// as the server's log, and watches for its exit.
+//
+// Standard error is a pipe of the test's own, not one made by exec: then
+// Wait returns as soon as the process exits, and the time of the exit is
+// measured without the reading of its output.
+func spawn(t *testing.T, name string, cmd *exec.Cmd) (*server, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = w
+	err = cmd.Start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	s := &server{t: t, name: name, cmd: cmd, log: newServerLog(), exited: make(chan struct{})}
+	go s.log.collect(r)
+	go func() {
+		cmd.Wait()
+		s.exitedAt = time.Now()
+		s.state = cmd.ProcessState
+		close(s.exited)
+	}()
+	return s, nil
+}
+
+// kill kills the server if it still runs, and waits for its exit.
+func (s *server) kill() {
+	select {
+	case <-s.exited:
+	default:
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
 }
 
 // signal sends sig to the server and returns when it was sent.

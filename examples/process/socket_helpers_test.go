@@ -76,37 +76,17 @@ func startDemo(t *testing.T, name string, st demoStart) *server {
 	// tests: NOTIFY_SOCKET is the test's, or none.
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET=")
 	cmd.Env = append(cmd.Env, st.env...)
-	r, w, err := os.Pipe()
+	s, err := spawn(t, name, cmd)
 	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, name: name, cmd: cmd, log: newServerLog(), exited: make(chan struct{})}
-	s.cmd.Stderr = w
-	err = s.cmd.Start()
-	w.Close()
-	if err != nil {
-		r.Close()
 		t.Fatalf("starting server %s: %v", name, err)
 	}
-	go s.log.collect(r)
-	go func() {
-		s.cmd.Wait()
-		s.exitedAt = time.Now()
-		s.state = s.cmd.ProcessState
-		close(s.exited)
-	}()
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log of server %s (%v):\n%s", name, st.args, s.log)
 		}
 	})
 	t.Cleanup(func() {
-		select {
-		case <-s.exited:
-		default:
-			s.cmd.Process.Kill()
-			<-s.exited
-		}
+		s.kill()
 		// Successors share standard error, which ends with the last.
 		for _, pid := range s.pids() {
 			if pid != s.cmd.Process.Pid {
@@ -137,35 +117,15 @@ func startDemo(t *testing.T, name string, st demoStart) *server {
 func startInPIDNamespace(t *testing.T, name string, cmd *exec.Cmd) *server {
 	t.Helper()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
-	r, w, err := os.Pipe()
+	s, err := spawn(t, name, cmd)
 	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = w
-	err = cmd.Start()
-	w.Close()
-	if err != nil {
-		r.Close()
 		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) {
 			t.Skipf("no new PID namespace here: %v", err)
 		}
-		t.Fatal(err)
+		t.Fatalf("starting server %s: %v", name, err)
 	}
-	s := &server{t: t, name: name, cmd: cmd, log: newServerLog(), exited: make(chan struct{})}
-	go s.log.collect(r)
-	go func() {
-		cmd.Wait()
-		s.exitedAt = time.Now()
-		s.state = cmd.ProcessState
-		close(s.exited)
-	}()
 	t.Cleanup(func() {
-		select {
-		case <-s.exited:
-		default:
-			cmd.Process.Kill()
-			<-s.exited
-		}
+		s.kill()
 		if t.Failed() {
 			t.Logf("log of server %s:\n%s", name, s.log)
 		}
