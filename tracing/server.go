@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
@@ -67,19 +68,13 @@ type serverHandler struct {
 	attrs []attribute.KeyValue
 }
 
-// methodKey is the context key of the full method of an RPC, set by TagRPC.
-type methodKey struct{}
-
-func (s *serverHandler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	ctx = s.Handler.TagRPC(ctx, info)
-	return context.WithValue(ctx, methodKey{}, info.FullMethodName)
-}
-
 func (s *serverHandler) HandleRPC(ctx context.Context, rs stats.RPCStats) {
 	if end, ok := rs.(*stats.End); ok && end.Error != nil && !end.IsClient() {
 		if handler := drainEnded(end.Error); handler != "" {
 			trace.SpanFromContext(ctx).SetAttributes(DrainEndedKey.Bool(true), HandlerKey.String(handler))
-			method, _ := ctx.Value(methodKey{}).(string)
+			// grpc gives the server's End the context of the RPC's
+			// stream, which names its method: no per-RPC work in TagRPC.
+			method, _ := grpc.Method(ctx)
 			attrs := append(s.attrs[:len(s.attrs):len(s.attrs)],
 				rpcMethod(method), semconv.RPCResponseStatusCode("UNAVAILABLE"), HandlerKey.String(handler))
 			s.ended.Add(ctx, 1, metric.WithAttributeSet(attribute.NewSet(attrs...)))
