@@ -239,6 +239,10 @@ func (h *hookRunner) call(i int, e stophook.Event) error {
 				Err: fmt.Errorf("abandoned: did not return when %s: %w", h.why(ctx, why), ctx.Err())}
 		}
 	}
+	// The call has returned, and the hook is free, though its goroutine
+	// may not have closed returned yet: the next call must not wait for
+	// it, nor, as the drain skips its waits, take the hook for busy.
+	h.busy[i] = nil
 	if o.err == nil {
 		return nil
 	}
