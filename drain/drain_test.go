@@ -197,16 +197,21 @@ func (r *recorder) waitPhase(t *testing.T, p stophook.Phase) {
 	}
 }
 
+// drainResult is what a call of Drain returned, and how long it took.
 type drainResult struct {
 	report drain.Report
 	err    error
+	took   time.Duration
 }
 
+// startDrain calls d.Drain(ctx) in the background; the returned channel
+// receives its result.
 func startDrain(ctx context.Context, d *drain.Drainer) <-chan drainResult {
 	c := make(chan drainResult, 1)
+	begun := time.Now()
 	go func() {
 		r, err := d.Drain(ctx)
-		c <- drainResult{r, err}
+		c <- drainResult{r, err, time.Since(begun)}
 	}()
 	return c
 }

@@ -139,3 +139,34 @@ func serveWaitReady(tb testing.TB, cc *grpc.ClientConn) {
 		tb.Fatalf("Check() = %v, want nil", err)
 	}
 }
+
+// serveHeldUnary returns a server whose RPCs the returned Tracker tracks,
+// stopped when t ends, whose UnaryCall sends on started and returns once
+// release is closed.
+func serveHeldUnary(t *testing.T) (tr *interceptors.Tracker, srv *grpc.Server, started <-chan struct{}, release chan struct{}) {
+	t.Helper()
+	start := make(chan struct{}, 1)
+	release = make(chan struct{})
+	tr = interceptors.NewTracker()
+	srv = serveNewServer(tr, &serveService{unary: func(context.Context) error {
+		start <- struct{}{}
+		<-release
+		return nil
+	}}, health.NewServer())
+	t.Cleanup(srv.Stop)
+	return tr, srv, start, release
+}
+
+// checkDrainTook fails t if res, the result of d's drain, took longer than
+// d's budget (with a second's margin), or, if the drain's context ended
+// once it had begun, if it did not return at once.
+func checkDrainTook(t *testing.T, d *drain.Drainer, res drainResult, cancelled bool) {
+	t.Helper()
+	if cancelled {
+		if res.took > defaultTestTimeout/2 {
+			t.Errorf("Drain() with its context ended took %v, want it at once", res.took)
+		}
+	} else if budget := d.Budget(); res.took > budget+time.Second {
+		t.Errorf("Drain() took %v, want within its budget of %v", res.took, budget)
+	}
+}

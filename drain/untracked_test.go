@@ -66,11 +66,7 @@ func TestDrainWarnsOfUntrackedStreams(t *testing.T) {
 			srv := grpc.NewServer(tt.opts(tr)...)
 			testgrpc.RegisterTestServiceServer(srv, svc)
 			lis := bufconn.Listen(1 << 20)
-			served := make(chan struct{})
-			go func() {
-				srv.Serve(lis)
-				close(served)
-			}()
+			served := serveStart(srv, lis)
 			t.Cleanup(func() {
 				srv.Stop()
 				<-served

@@ -71,30 +71,14 @@ func TestDrainCloseBlockingListener(t *testing.T) {
 
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			type result struct {
-				r   drain.Report
-				err error
-			}
-			drained := make(chan result, 1)
-			begun := time.Now()
-			go func() {
-				r, err := d.Drain(ctx)
-				drained <- result{r, err}
-			}()
+			drained := startDrain(ctx, d)
 			httpWaitPhase(t, phases, stophook.Graceful)
 			if tc.cancel {
 				receive(t, lis.closing, "the wrapped Close to be called")
 				cancel()
 			}
 			res := receive(t, drained, "Drain to return")
-			took := time.Since(begun)
-			if tc.cancel {
-				if took > defaultTestTimeout/2 {
-					t.Errorf("Drain() with its context ended took %v, want it at once", took)
-				}
-			} else if budget := d.Budget(); took > budget+time.Second {
-				t.Errorf("Drain() took %v, want within its budget of %v", took, budget)
-			}
+			checkDrainTook(t, d, res, tc.cancel)
 			if res.err != nil && !errors.Is(res.err, drain.ErrForced) {
 				t.Errorf("Drain() = %v", res.err)
 			}
@@ -122,14 +106,7 @@ func (l *closeNotifyingListener) Close() error {
 // other servers rather than start calls here that the Cancel phase may
 // cut.
 func TestMixedServerStopsAccepting(t *testing.T) {
-	started, release := make(chan struct{}, 1), make(chan struct{})
-	tr := interceptors.NewTracker()
-	srv := serveNewServer(tr, &serveService{unary: func(ctx context.Context) error {
-		started <- struct{}{}
-		<-release
-		return nil
-	}}, health.NewServer())
-	t.Cleanup(srv.Stop)
+	tr, srv, started, release := serveHeldUnary(t)
 	hs, hcc := serveH2C(t, srv)
 	recorder, phases := httpPhases()
 	d := drain.New(srv, tr, drain.WithGracePeriod(time.Hour), drain.WithCancelGrace(100*time.Millisecond),
