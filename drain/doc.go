@@ -56,12 +56,13 @@
 // the longest the waits can take; a call that outlives its context is
 // abandoned and reported, and the hook is not called again before that call
 // returns; a call for an event before Cleanup that would start with no
-// time left is not made (Cleanup is made whenever the hook is free), and
-// listed in Report.NotCalled, and in the report's log record, with
-// ErrHookNotCalled (with every wait zero, hooks see Cleanup alone), but
-// not returned by Drain: the drain did nothing wrong; a panic is recovered
-// and reported, and every error is joined into the error of Drain. So hooks add to the worst case only their handling of
-// Cleanup: one hook timeout per hook.
+// time left is not made (Cleanup is made whenever the hook is free for it,
+// even past its timeout), and listed in Report.NotCalled, and in the
+// report's log record, with ErrHookNotCalled (with every wait zero, hooks
+// see Cleanup alone), but not returned by Drain: the drain did nothing
+// wrong; a panic is recovered and reported, and every error is joined into
+// the error of Drain. So hooks add to the worst case only their handling
+// of Cleanup: one hook timeout per hook.
 //
 // A server mounted with grpc.Server.ServeHTTP (behind an HTTP/2 server,
 // to share its port) gets no GOAWAY from GracefulStop, which closes those
@@ -76,9 +77,10 @@
 // the drain's codes.Unavailable or with their own result. Calls that
 // outlive the cancel grace too are cut by Stop at the forced stop, and the
 // drain is forced. At the forced stop, which a second signal or the end of
-// the context of Drain brings early, Stop waits, for half the force wait,
-// for the handlers it has just cancelled to return, so that their clients
-// get the status grpc writes then, not a malformed response. A server that serves both its own listeners and
+// the context of Drain brings early, the drain waits, before it calls
+// Stop, up to half the force wait for the handlers it has just cancelled
+// to return, so that their clients get the status grpc writes then, not a
+// malformed response. A server that serves both its own listeners and
 // ServeHTTP therefore sends GOAWAY on its own listeners later than it
 // could: at the end of the calls, not at the start of the grace period.
 // Its own listeners stop accepting at the start of the grace period all
@@ -98,15 +100,16 @@
 // such an Accept for as long as it stays, and closing the listener does
 // not end it. grpc's GracefulStop and Stop wait for Serve's Accept to
 // return before they touch any connection, so Serve runs the wrapped
-// Accept on a goroutine of its own, and grpc's Accept returns the moment
-// the drain stops accepting: the drain's waits stay within Budget, and
-// end at once with the context of Drain, whatever the wrapped listener
-// does. A connection the wrapped Accept returns while its listener
-// closes is still served and drained (under socket activation no other
-// process would take it up): the drain waits up to 100ms for the wrapped
-// Accept to end. One that does not is left to return on its own, and a
-// connection it returns after that is closed; so is the wrapped Close,
-// which may wait on such an Accept too: it runs on a goroutine of its own.
+// Accept on a goroutine of its own, and grpc's Accept returns as soon as
+// grpc closes the listener: the drain's waits stay within Budget, and end
+// at once with the context of Drain, whatever the wrapped listener does.
+// A connection the wrapped Accept returns while its listener closes is
+// still served and drained (under socket activation no other process
+// would take it up): the drain waits up to 100ms for the wrapped Accept to
+// end. One that does not is left to return on its own, and a connection
+// it returns once grpc has closed the listener is closed. The wrapped
+// Close, which may wait on such an Accept too, runs on a goroutine of its
+// own.
 //
 // # Defaults and the budget
 //

@@ -27,7 +27,7 @@ const acceptSettle = 100 * time.Millisecond
 // reset.
 //
 // The wrapped listener's Accept runs on a goroutine of the drainListener's
-// own, so that grpc's Accept returns the moment the drain stops accepting,
+// own, so that grpc's Accept returns as soon as grpc closes the listener,
 // whatever the wrapped Accept does: a listener that reads a preamble from
 // each connection inside Accept (the PROXY protocol) may wait on a client
 // that sends nothing, and closing the listener does not end that wait.

@@ -20,10 +20,10 @@
 //     the end of the context given to Drain): calls made after the skip get
 //     their whole time. A call for an event before Cleanup that would
 //     start with no time left is not made: a hook may miss events before
-//     Cleanup, when the drain's waits
-//     are over (every wait zero, say) or when an earlier call of the hook
-//     still runs, and the drain's report then names the hook and the phase
-//     (drain.Report.NotCalled, drain.ErrHookNotCalled).
+//     Cleanup, when the drain's waits are over (every wait zero, say) or
+//     when an earlier call of the hook still runs, and the drain's report
+//     then names the hook and the phase (drain.Report.NotCalled,
+//     drain.ErrHookNotCalled).
 //   - A hook that blocks past its context is abandoned: the drain goes on,
 //     and the call is reported as an error naming the hook. It costs its
 //     time and nothing more. The hook is not called again until that call
@@ -31,8 +31,9 @@
 //     event before Cleanup, not past the drain's skip of its waits.
 //   - Cleanup reaches every hook, within the hook timeout, unless the
 //     hook's call for an earlier event is still running a hook timeout
-//     after the drain sent Cleanup; a hook free for it gets it even when
-//     its context has ended already (a hook timeout of a nanosecond).
+//     after its call for Cleanup was due (hooks are called one at a time);
+//     a hook free for it gets it even when its context has ended already
+//     (a hook timeout of a nanosecond).
 //   - A hook that panics does not stop the drain: the panic becomes an error
 //     naming the hook and carrying the panic value.
 //   - Errors do not stop the drain either: every hook is called for every
