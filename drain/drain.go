@@ -335,10 +335,10 @@ func (d *Drainer) wait(timeout time.Duration, done <-chan struct{}) bool {
 	return ok
 }
 
-// waitUnskippable is wait without the skipping.
-func (d *Drainer) waitUnskippable(timeout time.Duration, done <-chan struct{}) bool {
-	ok, _ := d.waitUnder(context.Background(), timeout, done)
-	return ok
+// waitUnskippable is wait without the skipping, for callers that go on
+// whatever it saw.
+func (d *Drainer) waitUnskippable(timeout time.Duration, done <-chan struct{}) {
+	d.waitUnder(context.Background(), timeout, done)
 }
 
 // waitUnder is wait under parent. It also returns when it saw no handler
