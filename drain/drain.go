@@ -291,9 +291,14 @@ func (d *Drainer) quiesce(deadline time.Time) {
 	d.mu.Lock()
 	listeners := slices.Clone(d.listeners)
 	d.mu.Unlock()
+	for _, l := range listeners {
+		l.stopAccepting()
+	}
+	// The wrapped Accepts end together: one acceptSettle for them all.
+	until := time.Now().Add(acceptSettle)
 	var settled time.Time
 	for _, l := range listeners {
-		if t := l.stopAccepting(); t.After(settled) {
+		if t := l.settle(until); t.After(settled) {
 			settled = t
 		}
 	}

@@ -36,9 +36,10 @@ const acceptSettle = 100 * time.Millisecond
 // Accept. A connection that the wrapped Accept returns while the drain
 // stops accepting (as its listener closes) is still given to grpc, which
 // drains it with the others: under socket activation no other process
-// would take it. stopAccepting waits, for at most acceptSettle, for the
-// wrapped Accept to end, so that the settling covers that connection too;
-// one returned later still, after Close, is closed.
+// would take it. The drain waits, for at most acceptSettle for all its
+// listeners together, for the wrapped Accept to end (settle), so that the
+// settling covers that connection too; one returned later still, after
+// Close, is closed.
 type drainListener struct {
 	net.Listener
 
@@ -134,18 +135,22 @@ func (l *drainListener) isStopping() bool {
 }
 
 // stopAccepting makes Accept stop taking connections: it closes the
-// wrapped listener, which ends a wrapped Accept waiting on the socket,
-// waits for at most acceptSettle for the wrapped Accept to end, and
-// returns when grpc will surely have taken up the connection accepted
-// last. A wrapped Accept or Close that does not end is left to end on its
-// own: no wait of the drain depends on it for longer than acceptSettle.
-func (l *drainListener) stopAccepting() time.Time {
+// wrapped listener, which ends a wrapped Accept waiting on the socket.
+func (l *drainListener) stopAccepting() {
 	l.mu.Lock()
 	l.stopping = true
 	l.mu.Unlock()
 	l.closeInner()
 	l.startOnce.Do(func() { close(l.loopDone) }) // Serve never called Accept
-	t := time.NewTimer(acceptSettle)
+}
+
+// settle waits, once stopAccepting has been called, until at the latest
+// for the wrapped Accept to end, and returns when grpc will surely have
+// taken up the connection accepted last. A wrapped Accept or Close that
+// does not end is left to end on its own: no wait of the drain depends on
+// it past until.
+func (l *drainListener) settle(until time.Time) time.Time {
+	t := time.NewTimer(time.Until(until))
 	select {
 	case <-l.loopDone:
 	case <-t.C:

@@ -325,3 +325,46 @@ func (blockedSender) StreamingOutputCall(_ *testgrpc.StreamingOutputCallRequest,
 		}
 	}
 }
+
+// TestDrainBlockingAcceptOnManyListeners serves, through Serve, several
+// listeners whose wrapped Accept reads a preamble, each held by a client
+// that sends nothing. The drain waits up to acceptSettle (100ms) for the
+// wrapped Accepts to end: for all of them at once, not for each in turn,
+// which would add 100ms per listener to a drain that has nothing else to
+// wait for.
+func TestDrainBlockingAcceptOnManyListeners(t *testing.T) {
+	const listeners = 10
+	tr := interceptors.NewTracker()
+	srv := serveNewServer(tr, nil, health.NewServer())
+	t.Cleanup(srv.Stop)
+	d := drain.New(srv, tr, drain.WithGracePeriod(time.Hour))
+	var served []chan error
+	for range listeners {
+		lis := serveListenLocal(t)
+		reading := make(chan string, 10)
+		s := make(chan error, 1)
+		go func() { s <- d.Serve(&proxyListener{Listener: lis, reading: reading}) }()
+		served = append(served, s)
+		serveWaitReady(t, dialProxy(t, lis.Addr().String()))
+		silent, err := net.Dial("tcp", lis.Addr().String())
+		if err != nil {
+			t.Fatalf("net.Dial() = %v", err)
+		}
+		t.Cleanup(func() { silent.Close() })
+		for receive(t, reading, "the wrapped Accept to read from the silent client") != silent.LocalAddr().String() {
+		}
+	}
+	r, err := d.Drain(context.Background())
+	if err != nil {
+		t.Errorf("Drain() = %v, want nil", err)
+	}
+	// 100ms for every listener at once, against a second for ten in turn.
+	if limit := 600 * time.Millisecond; r.Duration > limit {
+		t.Errorf("Drain() of an idle server with %d listeners whose wrapped Accept blocks took %v, want under %v", listeners, r.Duration, limit)
+	}
+	for _, s := range served {
+		if err := receive(t, s, "Serve to return"); err != nil {
+			t.Errorf("Serve() = %v, want nil", err)
+		}
+	}
+}
