@@ -131,7 +131,8 @@
 // calls a drain ends.
 //
 // Every duration is refused below a second, with a panic naming the
-// option: a time.Duration counts nanoseconds, and WithMaxConnectionAge(5),
+// option, but for the 0 that turns MaxConnectionAge or MaxConnectionIdle
+// off: a time.Duration counts nanoseconds, and WithMaxConnectionAge(5),
 // meant as 5 minutes, would be 5ns, on which grpc panics at the first
 // connection. A maximum connection age above MaxConnectionAge (about 265
 // years) other than Infinity is refused too: grpc's jitter would overflow
