@@ -152,6 +152,57 @@ func first(l []string, n int) string {
 	return strings.Join(l, "\n")
 }
 
+// cancelStress makes n RPCs, each by calling rpc with a context that
+// carries its number for the stats handler, from stressWorkers goroutines
+// (w is the worker's number) while another goroutine calls tr.CancelAll in
+// a loop. Once every RPC has ended, it checks that tr is idle and returns
+// the error of each RPC and the number of calls CancelAll cancelled.
+func cancelStress(t *testing.T, tr *interceptors.Tracker, n int, rpc func(ctx context.Context, w int) error) ([]error, int) {
+	t.Helper()
+	errs := make([]error, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := range stressWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < len(errs); i = int(next.Add(1)) - 1 {
+				errs[i] = rpc(metadata.AppendToOutgoingContext(testContext(t), rpcIDKey, strconv.Itoa(i)), w)
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	cancelled := make(chan int, 1)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				cancelled <- n
+				return
+			default:
+			}
+			n += tr.CancelAll(errDrain)
+			runtime.Gosched()
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	c := receive(t, cancelled, "the canceller to stop")
+	checkIdle(t, tr)
+	return errs, c
+}
+
+// outcome classifies the errors of a stress run, RPC i's being errs[i].
+func outcome(t *testing.T, errs []error, sh *recordingStats) *stressOutcome {
+	t.Helper()
+	var o stressOutcome
+	for i, err := range errs {
+		o.check(t, strconv.Itoa(i), err, sh)
+	}
+	return &o
+}
+
 // TestEndingStress makes finite server streams (three messages, then the
 // handler returns nil) from several clients while another goroutine calls
 // CancelAll in a loop, on both transports, with and without compression.
@@ -193,55 +244,23 @@ func TestEndingStress(t *testing.T) {
 				cc := tp.serve(t, srv, dial...)
 				client := testgrpc.NewTestServiceClient(cc)
 
-				errs := make([]error, *stressStreams)
 				var lost atomic.Int64 // RPCs that ended OK without the trailer
-				var next atomic.Int64
-				var wg sync.WaitGroup
-				for range stressWorkers {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for i := int(next.Add(1)) - 1; i < len(errs); i = int(next.Add(1)) - 1 {
-							ctx := metadata.AppendToOutgoingContext(testContext(t), rpcIDKey, strconv.Itoa(i))
-							stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
-							if err == nil {
-								err = recvAll(stream.Recv).err
-								// A stream ended while grpc's generated handler
-								// reads the request may not have run the
-								// handler: only those that end OK surely did.
-								if err == nil && len(stream.Trailer().Get(stressTrailer)) != 1 {
-									lost.Add(1)
-								}
-							}
-							errs[i] = err
-						}
-					}()
-				}
-				stop := make(chan struct{})
-				cancelled := make(chan int, 1)
-				go func() {
-					n := 0
-					for {
-						select {
-						case <-stop:
-							cancelled <- n
-							return
-						default:
-						}
-						n += tr.CancelAll(errDrain)
-						runtime.Gosched()
+				errs, n := cancelStress(t, tr, *stressStreams, func(ctx context.Context, _ int) error {
+					stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+					if err != nil {
+						return err
 					}
-				}()
-				wg.Wait()
-				close(stop)
-				n := receive(t, cancelled, "the canceller to stop")
-				checkIdle(t, tr)
-
-				var o stressOutcome
-				for i, err := range errs {
-					o.check(t, strconv.Itoa(i), err, sh)
-				}
-				t.Logf("%d streams, %d cancellations: %v", len(errs), n, &o)
+					err = recvAll(stream.Recv).err
+					// A stream ended while grpc's generated handler reads
+					// the request may not have run the handler: only those
+					// that end OK surely did.
+					if err == nil && len(stream.Trailer().Get(stressTrailer)) != 1 {
+						lost.Add(1)
+					}
+					return err
+				})
+				o := outcome(t, errs, sh)
+				t.Logf("%d streams, %d cancellations: %v", len(errs), n, o)
 				if len(o.malformed) > 0 {
 					t.Errorf("%d RPCs ended neither OK nor with the Tracker's status:\n%s", len(o.malformed), first(o.malformed, 5))
 				}
@@ -290,55 +309,25 @@ func TestEndingWaitingStress(t *testing.T) {
 			}})
 			cc := tp.serve(t, srv)
 			client := testgrpc.NewTestServiceClient(cc)
-			errs := make([]error, *stressStreams)
 			var lost atomic.Int64 // RPCs ended by CancelAll without the trailer
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			for range stressWorkers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := int(next.Add(1)) - 1; i < len(errs); i = int(next.Add(1)) - 1 {
-						ctx := metadata.AppendToOutgoingContext(testContext(t), rpcIDKey, strconv.Itoa(i))
-						stream, err := client.FullDuplexCall(ctx)
-						if err == nil {
-							// io.EOF if the stream has ended already:
-							// Recv then returns its status.
-							err = stream.Send(&testgrpc.StreamingOutputCallRequest{})
-						}
-						if err == nil || err == io.EOF {
-							_, err = stream.Recv()
-							if len(stream.Trailer().Get(stressTrailer)) != 1 {
-								lost.Add(1)
-							}
-						}
-						errs[i] = err
-					}
-				}()
-			}
-			stop := make(chan struct{})
-			stopped := make(chan struct{})
-			go func() {
-				defer close(stopped)
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					tr.CancelAll(errDrain)
-					runtime.Gosched()
+			errs, _ := cancelStress(t, tr, *stressStreams, func(ctx context.Context, _ int) error {
+				stream, err := client.FullDuplexCall(ctx)
+				if err != nil {
+					return err
 				}
-			}()
-			wg.Wait()
-			close(stop)
-			receive(t, stopped, "the canceller to stop")
-			checkIdle(t, tr)
-			var o stressOutcome
-			for i, err := range errs {
-				o.check(t, strconv.Itoa(i), err, sh)
-			}
-			t.Logf("%d streams: %v", len(errs), &o)
+				// io.EOF if the stream has ended already: Recv then
+				// returns its status.
+				if err := stream.Send(&testgrpc.StreamingOutputCallRequest{}); err != nil && err != io.EOF {
+					return err
+				}
+				_, err = stream.Recv()
+				if len(stream.Trailer().Get(stressTrailer)) != 1 {
+					lost.Add(1)
+				}
+				return err
+			})
+			o := outcome(t, errs, sh)
+			t.Logf("%d streams: %v", len(errs), o)
 			if o.unavailable != len(errs) {
 				t.Errorf("%d of %d streams ended with the Tracker's status, want all:\n%s", o.unavailable, len(errs), first(o.malformed, 5))
 			}
@@ -411,10 +400,7 @@ func TestFirstSendStress(t *testing.T) {
 	}})
 	cc := serveBufconn(t, srv)
 	client := testgrpc.NewTestServiceClient(cc)
-	errs := make([]error, *stressFirst)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := range stressWorkers {
+	errs, _ := cancelStress(t, tr, *stressFirst, func(ctx context.Context, w int) error {
 		// Half the workers ask for compressed responses: a message sent
 		// ahead of its headers then reads as compressed without an
 		// encoding.
@@ -422,42 +408,14 @@ func TestFirstSendStress(t *testing.T) {
 		if w%2 == 1 {
 			opts = append(opts, grpc.UseCompressor(gzip.Name))
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1)) - 1; i < len(errs); i = int(next.Add(1)) - 1 {
-				ctx := metadata.AppendToOutgoingContext(testContext(t), rpcIDKey, strconv.Itoa(i))
-				stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{}, opts...)
-				if err == nil {
-					err = recvAll(stream.Recv).err
-				}
-				errs[i] = err
-			}
-		}()
-	}
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			tr.CancelAll(errDrain)
-			runtime.Gosched()
+		stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{}, opts...)
+		if err != nil {
+			return err
 		}
-	}()
-	wg.Wait()
-	close(stop)
-	receive(t, stopped, "the canceller to stop")
-	checkIdle(t, tr)
-	var o stressOutcome
-	for i, err := range errs {
-		o.check(t, strconv.Itoa(i), err, sh)
-	}
-	t.Logf("%d streams: %v", len(errs), &o)
+		return recvAll(stream.Recv).err
+	})
+	o := outcome(t, errs, sh)
+	t.Logf("%d streams: %v", len(errs), o)
 	if len(o.malformed) > 0 {
 		t.Errorf("%d RPCs ended neither OK nor with the Tracker's status:\n%s", len(o.malformed), first(o.malformed, 5))
 	}
