@@ -2,23 +2,20 @@ package client_test
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/drainkit/drainkit/client"
 	"github.com/drainkit/drainkit/examples/demopb"
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/internal/servetest"
 )
 
 // relay is a Demo service whose Append and Watch do their work, then call
@@ -65,45 +62,7 @@ func serveRelay(t *testing.T, svc demopb.DemoServer, serveHTTP bool, opts ...grp
 	tr := interceptors.NewTracker()
 	srv := grpc.NewServer(tr.ServerOptions()...)
 	demopb.RegisterDemoServer(srv, svc)
-	opts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)
-	var target string
-	var stop func()
-	if serveHTTP {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("net.Listen() = %v", err)
-		}
-		var protocols http.Protocols
-		protocols.SetUnencryptedHTTP2(true)
-		hs := &http.Server{Protocols: &protocols, Handler: srv}
-		served := make(chan error, 1)
-		go func() { served <- hs.Serve(lis) }()
-		target, stop = lis.Addr().String(), func() {
-			hs.Close()
-			<-served
-			srv.Stop()
-		}
-	} else {
-		lis := bufconn.Listen(1 << 20)
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(lis) }()
-		target = "passthrough:///bufnet"
-		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
-		stop = func() {
-			srv.Stop()
-			<-served
-		}
-	}
-	cc, err := grpc.NewClient(target, opts...)
-	if err != nil {
-		stop()
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		stop()
-	})
-	return cc
+	return servetest.Serve(t, srv, serveHTTP, opts...)
 }
 
 // TestRelayedRefusalRunsOnce calls, through DialOptions, a non-idempotent

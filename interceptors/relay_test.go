@@ -2,21 +2,18 @@ package interceptors_test
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"sync/atomic"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/internal/servetest"
 )
 
 // relayService passes on to its client what the same call to another
@@ -55,54 +52,6 @@ func (s *relayService) StreamingOutputCall(req *testgrpc.StreamingOutputCallRequ
 	s.relayedDetails.Store(len(ds.Trailer()["grpc-status-details-bin"]) > 0)
 	ss.SetTrailer(ds.Trailer())
 	return s.relay(err)
-}
-
-// relayServe serves srv on grpc's own transport or through ServeHTTP, and
-// returns a client of it; both are stopped at the end of the test.
-func relayServe(t *testing.T, srv *grpc.Server, serveHTTP bool) *grpc.ClientConn {
-	t.Helper()
-	var (
-		target string
-		dial   = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-		stop   func()
-	)
-	if serveHTTP {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("net.Listen() = %v", err)
-		}
-		var protocols http.Protocols
-		protocols.SetUnencryptedHTTP2(true)
-		hs := &http.Server{Protocols: &protocols, Handler: srv}
-		served := make(chan error, 1)
-		go func() { served <- hs.Serve(lis) }()
-		target = lis.Addr().String()
-		stop = func() {
-			hs.Close()
-			<-served
-			srv.Stop()
-		}
-	} else {
-		lis := bufconn.Listen(1 << 20)
-		served := make(chan error, 1)
-		go func() { served <- srv.Serve(lis) }()
-		target = "passthrough:///bufnet"
-		dial = append(dial, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }))
-		stop = func() {
-			srv.Stop()
-			<-served
-		}
-	}
-	cc, err := grpc.NewClient(target, dial...)
-	if err != nil {
-		stop()
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		stop()
-	})
-	return cc
 }
 
 // TestRelayedMarksAreOverridden calls a server whose handler relays the
@@ -145,7 +94,7 @@ func TestRelayedMarksAreOverridden(t *testing.T) {
 				srv := grpc.NewServer(up.ServerOptions()...)
 				relay := &relayService{next: tt.next, fresh: tt.fresh}
 				testgrpc.RegisterTestServiceServer(srv, relay)
-				c := testgrpc.NewTestServiceClient(relayServe(t, srv, serveHTTP))
+				c := testgrpc.NewTestServiceClient(servetest.Serve(t, srv, serveHTTP))
 
 				ctx, cancel := context.WithTimeout(context.Background(), statusTestTimeout)
 				defer cancel()
