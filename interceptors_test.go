@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,14 +14,13 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/internal/servetest"
 )
 
 const (
@@ -88,24 +86,10 @@ type env struct {
 // startServer serves handle with opts until the test ends.
 func startServer(t *testing.T, handle handlerFunc, opts ...grpc.ServerOption) *env {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer(opts...)
 	testgrpc.RegisterTestServiceServer(srv, &testService{handle: handle})
 	healthgrpc.RegisterHealthServer(srv, health.NewServer())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	cc, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		srv.Stop()
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		srv.Stop()
-		<-served
-	})
+	cc := servetest.Serve(t, srv, false)
 	return &env{cc: cc, test: testgrpc.NewTestServiceClient(cc), health: healthgrpc.NewHealthClient(cc)}
 }
 

@@ -3,8 +3,6 @@ package drainkit_test
 import (
 	"context"
 	"io"
-	"net"
-	"net/http"
 	"runtime"
 	"strings"
 	"testing"
@@ -12,16 +10,15 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/reflection"
 	reflectionv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	reflectionv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/internal/servetest"
 )
 
 const (
@@ -73,23 +70,7 @@ var transports = []transport{
 // ends, and returns a client of it.
 func serveBufconn(t *testing.T, srv *grpc.Server, dial ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	cc, err := grpc.NewClient("passthrough:///bufnet", append([]grpc.DialOption{
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-	}, dial...)...)
-	if err != nil {
-		srv.Stop()
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		srv.Stop()
-		<-served
-	})
-	return cc
+	return servetest.Serve(t, srv, false, dial...)
 }
 
 // serveHTTP serves srv through grpc.Server.ServeHTTP on an http.Server that
@@ -97,29 +78,7 @@ func serveBufconn(t *testing.T, srv *grpc.Server, dial ...grpc.DialOption) *grpc
 // returns a client of it.
 func serveHTTP(t *testing.T, srv *grpc.Server, dial ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("net.Listen() = %v", err)
-	}
-	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true)
-	hs := &http.Server{Protocols: &protocols, Handler: srv}
-	served := make(chan error, 1)
-	go func() { served <- hs.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-	}, dial...)...)
-	if err != nil {
-		hs.Close()
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		hs.Close()
-		<-served
-		srv.Stop()
-	})
-	return cc
+	return servetest.Serve(t, srv, true, dial...)
 }
 
 // TestStreamsEndOnGRPCTransports fails when grpc-go no longer gives the
