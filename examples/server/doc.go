@@ -58,8 +58,13 @@
 // a port in use, a missing directory or a database it cannot write is an
 // error at start-up, and nothing is created when the port is taken.
 //
+// With DRAINKIT_DEMO_DRAIN_CPUPROFILE set to a file's path, it writes there
+// a CPU profile of the drain, from the first SIGTERM or SIGINT to its exit,
+// for go tool pprof (BENCHMARKS.md); a file it cannot create is an error at
+// start-up.
+//
 // It exits 0 after a clean drain, 1 after a forced drain or any error, and
-// 2 when its flags are wrong.
+// 2 when its flags, or DRAINKIT_DEMO_DRAIN_CPUPROFILE, are wrong.
 //
 // The Demo service: Echo returns its input; Sleep waits for the duration it
 // is given; Watch sends the time every 100 ms until the stream ends, or,

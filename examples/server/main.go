@@ -65,6 +65,18 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return exitUsage
 	}
+	if path := os.Getenv(drainProfileEnv); path != "" {
+		stop, err := profileDrain(path, sigs.Context())
+		if err != nil {
+			logger.Error("start-up failed", "err", err)
+			return exitUsage
+		}
+		defer func() {
+			if err := stop(); err != nil {
+				logger.Error("profiling the drain", "err", err)
+			}
+		}()
+	}
 	err = serve(cfg, logger, sigs, upgrades)
 	// Before the exit record: a successor may wait here for the server it
 	// replaced.

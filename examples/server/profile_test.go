@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A profile begins when its context ends and is complete once stopped: a
+// gzip stream, as pprof writes it.
+func TestProfileDrain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "drain.prof")
+	begin, start := context.WithCancel(context.Background())
+	stop, err := profileDrain(path, begin)
+	if err != nil {
+		t.Fatalf("profileDrain() = %v", err)
+	}
+	start()
+	if err := stop(); err != nil {
+		t.Fatalf("stop() = %v", err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+		t.Errorf("profile = %q..., want a gzip stream", b[:min(len(b), 8)])
+	}
+}
+
+// Without a drain, the file stays empty.
+func TestProfileDrainNotBegun(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "drain.prof")
+	stop, err := profileDrain(path, context.Background())
+	if err != nil {
+		t.Fatalf("profileDrain() = %v", err)
+	}
+	if err := stop(); err != nil {
+		t.Fatalf("stop() = %v", err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
+		t.Errorf("profile file: %v, %v; want an empty file", fi, err)
+	}
+}
+
+func TestProfileDrainBadPath(t *testing.T) {
+	_, err := profileDrain(filepath.Join(t.TempDir(), "missing", "drain.prof"), context.Background())
+	if err == nil || !strings.Contains(err.Error(), drainProfileEnv) {
+		t.Errorf("profileDrain() = %v, want an error naming %s", err, drainProfileEnv)
+	}
+}
