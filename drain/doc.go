@@ -13,6 +13,12 @@
 //     connections included, for the readiness delay, so that load balancers
 //     and Kubernetes endpoints (which learn of a terminating pod at the same
 //     time as the pod itself) stop sending it work before it stops listening.
+//     With no readiness delay, the long-lived streams, health watchers
+//     among them, are ended first (as Graceful would end them a moment
+//     later): a watcher reads the end of its stream, which grpc-go's
+//     client health checking takes as not serving, rather than a
+//     NOT_SERVING followed at once by that end. With 100,000 watchers,
+//     that message was half the drain's work (see BENCHMARKS.md).
 //  2. Graceful: long-lived streams (see interceptors.WithLongLived) are
 //     cancelled and end with codes.Unavailable, as they would never end by
 //     themselves, and new ones are refused; the listeners that Serve serves

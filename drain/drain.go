@@ -130,6 +130,15 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 	defer ph.leave()
 
 	ph.enter(stophook.NotReady, d.o.readinessDelay)
+	if d.o.readinessDelay == 0 && len(d.o.health) > 0 {
+		// The Graceful phase follows at once and ends the long-lived
+		// streams, health watchers among them: ended first, a watcher
+		// is not sent NOT_SERVING a moment before its end, which grpc's
+		// client health checking reads the same way. With 100,000
+		// watchers, that message is a third of the drain's work.
+		d.t.RejectLongLived(ErrDraining)
+		r.Cancelled += d.t.CancelLongLived(ErrDraining)
+	}
 	for _, h := range d.o.health {
 		h.Shutdown()
 	}

@@ -23,8 +23,8 @@ func BenchmarkDrainLongLivedOneConn(b *testing.B) {
 			for range b.N {
 				s := benchStartServer(b, nil, 1)
 				ends := s.benchOpenWatches(b, n)
-				// As the demo drains: the health service turns NOT_SERVING
-				// first, which its Watch streams are told.
+				// As the demo drains: with its health service, and no
+				// readiness delay.
 				d := drain.New(s.srv, s.tr, drain.WithGracePeriod(time.Minute), drain.WithHealth(s.hs))
 				stop := startProfile(b, fmt.Sprintf("%d", n))
 				b.StartTimer()

@@ -174,9 +174,12 @@ func (s *serverStream) enter() error {
 // cancel sets the status the stream ends with, unless one is set already:
 // from now on RecvMsg and SendMsg refuse to run. It is called before the
 // handler's context is cancelled, so that a handler woken by its context
-// cannot send a message after its cancellation.
-func (s *serverStream) cancel(st *status.Status) {
+// cannot send a message after its cancellation. It reports whether the
+// handler waits in RecvMsg or SendMsg: only then need endIfWaiting be
+// called, as a RecvMsg or SendMsg that comes later sees the status.
+func (s *serverStream) cancel(st *status.Status) bool {
 	s.ending.CompareAndSwap(nil, st)
+	return s.inside.Load() > 0
 }
 
 // endIfWaiting ends the stream, once cancel has been called, if the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/status"
 )
 
 // numShards spreads the registry of running calls over several locks, so
@@ -26,7 +28,7 @@ type call struct {
 	ctx        context.Context         // the handler's context, or the one under its deadline
 	parent     context.Context         // the context grpc gave the call, kept for ServeHTTP calls only
 	cancel     context.CancelCauseFunc // cancels ctx
-	cause      error                   // the cause given to cancel; guarded by shard.mu
+	ending     *status.Status          // set when the Tracker cancels the call: the status of its cause, shared by the calls of one cancellation; guarded by shard.mu
 	shard      *shard
 	prev, next *call
 
@@ -84,11 +86,14 @@ func (c *call) arm(d time.Duration) {
 	c.timer.Reset(d)
 }
 
-// release frees the context of c and recycles c, unless its timer has fired:
-// then the timer's function may still be running, and c is left to the
-// garbage collector.
-func (c *call) release() {
-	c.cancel(nil)
+// release frees the context of c, unless the Tracker has cancelled it
+// already (cancelled, read under the shard's lock), and recycles c, unless
+// its timer has fired: then the timer's function may still be running, and
+// c is left to the garbage collector.
+func (c *call) release(cancelled bool) {
+	if !cancelled {
+		c.cancel(nil)
+	}
 	if c.Injected && !c.timer.Stop() {
 		return
 	}

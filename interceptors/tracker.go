@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -142,30 +144,36 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 		cause = ErrShuttingDown
 	}
 	n := 0
-	var st *status.Status // the status cancelled streams end with
-	var streams []*serverStream
-	t.each(func(c *call) {
-		// A context that has ended already, by its client or its deadline,
-		// keeps its cause and is not counted.
-		if c.Cancelled || longLivedOnly && !c.LongLived || c.ctx.Err() != nil {
-			return
-		}
-		c.Cancelled = true
-		c.cause = cause
-		if c.ss != nil {
-			if st == nil {
-				st = cancelledStatus(cause)
+	st := cancelledStatus(cause) // the status cancelled calls end with
+	type cancelled struct {
+		ss     *serverStream
+		cancel context.CancelCauseFunc
+	}
+	var batch []cancelled
+	for i := range t.shards {
+		s := &t.shards[i]
+		batch = batch[:0]
+		s.mu.Lock()
+		for c := s.head; c != nil; c = c.next {
+			// A context that has ended already, by its client or its deadline,
+			// keeps its cause and is not counted.
+			if c.Cancelled || longLivedOnly && !c.LongLived || c.ctx.Err() != nil {
+				continue
 			}
-			c.ss.cancel(st)
-			// Ended once the shard is unlocked: the record may be
-			// recycled by then, its stream may not.
-			streams = append(streams, c.ss)
+			c.Cancelled, c.ending = true, st
+			batch = append(batch, cancelled{c.ss, c.cancel})
 		}
-		c.cancel(cause)
-		n++
-	})
-	for _, ss := range streams {
-		ss.endIfWaiting()
+		s.mu.Unlock()
+		n += len(batch)
+		// Outside the lock, which the handlers woken take as they return;
+		// the records may be recycled by then, their streams and contexts
+		// may not.
+		for _, b := range batch {
+			if b.ss != nil && b.ss.cancel(st) {
+				b.ss.endIfWaiting()
+			}
+			b.cancel(cause)
+		}
 	}
 	return n
 }
@@ -179,14 +187,13 @@ func (t *Tracker) cancelOne(c *call, cause error) {
 		s.mu.Unlock()
 		return
 	}
-	c.Cancelled, c.cause = true, cause
-	if c.ss != nil {
-		c.ss.cancel(cancelledStatus(cause))
-	}
+	c.Cancelled, c.ending = true, cancelledStatus(cause)
+	waiting := c.ss != nil && c.ss.cancel(c.ending)
+	ss := c.ss
 	c.cancel(cause)
 	s.mu.Unlock()
-	if c.ss != nil {
-		c.ss.endIfWaiting()
+	if waiting {
+		ss.endIfWaiting()
 	}
 }
 
@@ -246,12 +253,12 @@ func (t *Tracker) begin(ctx context.Context, method string, ss *serverStream) (*
 		c.arm(c.Deadline.Sub(c.Started))
 	}
 
-	s := &t.shards[rand.Uint32()%numShards]
+	s := t.shardOf(ctx)
 	c.shard = s
 	s.mu.Lock()
 	if err := t.refusal(longLived); err != nil {
 		s.mu.Unlock()
-		c.release()
+		c.release(false)
 		return nil, nil, err
 	}
 	t.inFlight.Add(1)
@@ -262,6 +269,22 @@ func (t *Tracker) begin(ctx context.Context, method string, ss *serverStream) (*
 	}
 	return c, hctx, nil
 }
+
+// shardOf returns the shard that records a call whose context grpc gave as
+// ctx. The calls of one connection share a shard, in the order they began
+// (see "Cost" in the package documentation): a cancellation then visits
+// them in that order, through memory that grpc and the Tracker allocated in
+// that order too. grpc gives every call of a connection the same
+// *peer.Peer; a call whose context has none gets a shard at random.
+func (t *Tracker) shardOf(ctx context.Context) *shard {
+	if p, ok := peer.FromContext(ctx); ok {
+		return &t.shards[maphash.Comparable(shardSeed, p)%numShards]
+	}
+	return &t.shards[rand.Uint32()%numShards]
+}
+
+// shardSeed hashes connections to shards.
+var shardSeed = maphash.MakeSeed()
 
 // refusal returns the error for a new call, or nil if it may run. It is
 // called under a shard lock, so that a call either sees a rejection or is
@@ -284,34 +307,35 @@ func (t *Tracker) end(c *call, err error) error {
 	s := c.shard
 	s.mu.Lock()
 	s.remove(c)
-	cancelled, cause := c.Cancelled, c.cause
+	cancelled, ending := c.Cancelled, c.ending
 	s.mu.Unlock()
+	ctxCancelled := cancelled
 	if c.ret != nil {
 		if why := c.ret.detach(); why != nil && !cancelled && c.ctx.Err() == nil {
 			// Its handler returned on Retiring's notice, before the
 			// Tracker ended the stream: the stream is retired all the
 			// same, unless its client or deadline ended it first.
-			cancelled, cause = true, why
+			cancelled, ending = true, cancelledStatus(why)
 		}
 	}
-	// cause is not compared with context.Cause: errors of some types
-	// cannot be compared with ==.
+	// Whether the Tracker cancelled the call is read from its record, not
+	// from context.Cause: errors of some types cannot be compared with ==.
 	switch {
 	case cancelled && c.LongLived:
 		// A long-lived stream never ends by itself: whatever its handler
 		// returns once cancelled, nil included, its client must hear that
 		// the server went away, not that the stream is complete.
-		err = cancelledStatus(cause).Err()
+		err = ending.Err()
 	case err == nil:
 	case context.Cause(c.ctx) == ErrServerDeadline:
 		err = status.Error(codes.DeadlineExceeded, ErrServerDeadline.Error())
 	case cancelled:
-		err = cancelledStatus(cause).Err()
+		err = ending.Err()
 	default:
 		err = forwarded(err)
 	}
 	serveHTTP, parent := c.ServeHTTP, c.parent
-	c.release()
+	c.release(ctxCancelled)
 	if serveHTTP {
 		// grpc writes the status of a ServeHTTP call after the handler
 		// returns, and stopping the server before then would cut it: the
