@@ -65,7 +65,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return exitUsage
 	}
-	if path := os.Getenv(drainProfileEnv); path != "" {
+	if path := takeDrainProfilePath(); path != "" {
 		stop, err := profileDrain(path, sigs.Context())
 		if err != nil {
 			logger.Error("start-up failed", "err", err)

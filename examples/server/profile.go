@@ -12,6 +12,16 @@ import (
 // is profiled.
 const drainProfileEnv = "DRAINKIT_DEMO_DRAIN_CPUPROFILE"
 
+// takeDrainProfilePath returns the value of drainProfileEnv, and removes it
+// from the environment: a successor started by an upgrade, which inherits
+// the environment, would otherwise profile its own drain into the same
+// file, over this one's profile.
+func takeDrainProfilePath() string {
+	path := os.Getenv(drainProfileEnv)
+	os.Unsetenv(drainProfileEnv)
+	return path
+}
+
 // profileDrain creates the file at path, and writes to it a CPU profile from
 // the moment begin ends to the call of the returned function, which closes
 // the file; if begin never ends, the file is left empty. It fails if the

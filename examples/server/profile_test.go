@@ -52,3 +52,14 @@ func TestProfileDrainBadPath(t *testing.T) {
 		t.Errorf("profileDrain() = %v, want an error naming %s", err, drainProfileEnv)
 	}
 }
+
+// A successor started by an upgrade does not inherit the variable.
+func TestTakeDrainProfilePath(t *testing.T) {
+	t.Setenv(drainProfileEnv, "/tmp/x.prof")
+	if got := takeDrainProfilePath(); got != "/tmp/x.prof" {
+		t.Errorf("takeDrainProfilePath() = %q, want /tmp/x.prof", got)
+	}
+	if v, ok := os.LookupEnv(drainProfileEnv); ok {
+		t.Errorf("%s = %q after takeDrainProfilePath, want it unset", drainProfileEnv, v)
+	}
+}
