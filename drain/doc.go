@@ -18,7 +18,12 @@
 //     later): a watcher reads the end of its stream, which grpc-go's
 //     client health checking takes as not serving, rather than a
 //     NOT_SERVING followed at once by that end. With 100,000 watchers,
-//     that message was half the drain's work (see BENCHMARKS.md).
+//     that message was half the drain's work (see BENCHMARKS.md). Health
+//     then turns NOT_SERVING once the streams are cancelled: with many
+//     watchers, a moment later, as grpc's health service takes its lock
+//     after the watchers that leave it (with 100,000, about half a
+//     second, during which the server serves everything but new
+//     long-lived streams).
 //  2. Graceful: long-lived streams (see interceptors.WithLongLived) are
 //     cancelled and end with codes.Unavailable, as they would never end by
 //     themselves, and new ones are refused; the listeners that Serve serves
