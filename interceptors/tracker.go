@@ -167,12 +167,15 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 		n += len(batch)
 		// Outside the lock, which the handlers woken take as they return;
 		// the records may be recycled by then, their streams and contexts
-		// may not.
+		// may not. The context is cancelled before the stream ends: ending
+		// it ends grpc's stream context, whose context.Canceled would
+		// otherwise reach the handler's context first, in place of cause.
 		for _, b := range batch {
-			if b.ss != nil && b.ss.cancel(st) {
+			waiting := b.ss != nil && b.ss.cancel(st)
+			b.cancel(cause)
+			if waiting {
 				b.ss.endIfWaiting()
 			}
-			b.cancel(cause)
 		}
 	}
 	return n

@@ -1,0 +1,104 @@
+package interceptors_test
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/internal/servetest"
+)
+
+// waitBlockedInRecv waits until a goroutine running fn (a function named
+// as in a stack trace) is blocked in grpc-go's wait for a message: a
+// handler idle in Recv. It reads the goroutines' stacks until it finds
+// one, for statusTestTimeout at the most.
+func waitBlockedInRecv(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	waitFor(t, fn+" blocked in Recv", func() bool {
+		n := runtime.Stack(buf, true)
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, "(*recvBufferReader).read") && strings.Contains(g, fn) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestCancelCauseOfHandlerBlockedInRecv cancels a stream whose handler
+// waits in Recv: Recv fails, and the handler's context must be cancelled
+// with the cause given to CancelAll or CancelLongLived, as the doc of
+// CancelAll promises, not with the context.Canceled of grpc's stream,
+// which ends as the Tracker writes its status.
+func TestCancelCauseOfHandlerBlockedInRecv(t *testing.T) {
+	const duplex = "/grpc.testing.TestService/FullDuplexCall"
+	errCause := errors.New("maintenance")
+	for _, cancel := range []struct {
+		name string
+		do   func(*interceptors.Tracker) int
+	}{
+		{name: "CancelAll", do: func(tr *interceptors.Tracker) int { return tr.CancelAll(errCause) }},
+		{name: "CancelLongLived", do: func(tr *interceptors.Tracker) int { return tr.CancelLongLived(errCause) }},
+	} {
+		for _, serveHTTP := range []bool{false, true} {
+			name := cancel.name + "/listener"
+			if serveHTTP {
+				name = cancel.name + "/ServeHTTP"
+			}
+			t.Run(name, func(t *testing.T) {
+				tr := interceptors.NewTracker(interceptors.WithLongLived(duplex))
+				causes := make(chan error, 1)
+				srv := grpc.NewServer(tr.ServerOptions()...)
+				testgrpc.RegisterTestServiceServer(srv, &causeService{causes: causes})
+				client := testgrpc.NewTestServiceClient(servetest.Serve(t, srv, serveHTTP))
+				ctx, cancelCtx := context.WithTimeout(context.Background(), statusTestTimeout)
+				defer cancelCtx()
+				stream, err := client.FullDuplexCall(ctx)
+				if err != nil {
+					t.Fatalf("FullDuplexCall() = %v", err)
+				}
+				waitBlockedInRecv(t, ".(*causeService).FullDuplexCall(")
+
+				if n := cancel.do(tr); n != 1 {
+					t.Errorf("%s() = %d, want 1", cancel.name, n)
+				}
+				select {
+				case cause := <-causes:
+					if cause != errCause {
+						t.Errorf("context.Cause() of a handler woken in Recv by %s = %v, want %v", cancel.name, cause, errCause)
+					}
+				case <-time.After(statusTestTimeout):
+					t.Fatalf("handler still in Recv %v after %s", statusTestTimeout, cancel.name)
+				}
+				if _, err := stream.Recv(); err == nil {
+					t.Errorf("client Recv() after %s = nil, want an error", cancel.name)
+				}
+				waitFor(t, "the handler to return", func() bool { return tr.InFlight() == 0 })
+			})
+		}
+	}
+}
+
+// causeService's FullDuplexCall waits in Recv and reports its context's
+// cause once Recv fails.
+type causeService struct {
+	testgrpc.UnimplementedTestServiceServer
+	causes chan<- error
+}
+
+func (s *causeService) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
+	_, err := stream.Recv()
+	// Recv has failed: the handler's context must have ended, as the
+	// Tracker cancels it before it frees the stream.
+	<-stream.Context().Done()
+	s.causes <- context.Cause(stream.Context())
+	return err
+}
