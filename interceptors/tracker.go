@@ -307,19 +307,25 @@ func (t *Tracker) refusal(longLived bool) error {
 // end unregisters c, whose handler returned err, and returns the error its
 // client must receive. It also runs when the handler panics.
 func (t *Tracker) end(c *call, err error) error {
+	// The retirement lets go of c first: one that ends c meanwhile has
+	// marked it by the time the record is read, and none ends it later,
+	// so that a context found ended below was ended by its client or its
+	// deadline.
+	var why error
+	if c.ret != nil {
+		why = c.ret.detach()
+	}
 	s := c.shard
 	s.mu.Lock()
 	s.remove(c)
 	cancelled, ending := c.Cancelled, c.ending
 	s.mu.Unlock()
 	ctxCancelled := cancelled
-	if c.ret != nil {
-		if why := c.ret.detach(); why != nil && !cancelled && c.ctx.Err() == nil {
-			// Its handler returned on Retiring's notice, before the
-			// Tracker ended the stream: the stream is retired all the
-			// same, unless its client or deadline ended it first.
-			cancelled, ending = true, cancelledStatus(why)
-		}
+	if why != nil && !cancelled && c.ctx.Err() == nil {
+		// Its handler returned on Retiring's notice, before the Tracker
+		// ended the stream: the stream is retired all the same, unless
+		// its client or deadline ended it first.
+		cancelled, ending = true, cancelledStatus(why)
 	}
 	// Whether the Tracker cancelled the call is read from its record, not
 	// from context.Cause: errors of some types cannot be compared with ==.
