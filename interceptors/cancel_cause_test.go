@@ -4,12 +4,18 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 
 	"github.com/drainkit/drainkit/interceptors"
 	"github.com/drainkit/drainkit/internal/servetest"
@@ -101,4 +107,91 @@ func (s *causeService) FullDuplexCall(stream testgrpc.TestService_FullDuplexCall
 	<-stream.Context().Done()
 	s.causes <- context.Cause(stream.Context())
 	return err
+}
+
+// trailerOrder is a server stats.Handler that records the order in which
+// grpc writes the trailers of streams, each named by its client's
+// orderKey metadata.
+type trailerOrder struct {
+	mu    sync.Mutex
+	names []string
+}
+
+type orderNameKey struct{}
+
+const orderKey = "x-order"
+
+func (h *trailerOrder) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, orderNameKey{}, new(atomic.Value))
+}
+func (h *trailerOrder) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (h *trailerOrder) HandleConn(context.Context, stats.ConnStats)                       {}
+func (h *trailerOrder) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	name := ctx.Value(orderNameKey{}).(*atomic.Value)
+	switch s := s.(type) {
+	case *stats.InHeader:
+		if v := s.Header.Get(orderKey); len(v) == 1 {
+			name.Store(v[0])
+		}
+	case *stats.OutTrailer:
+		h.mu.Lock()
+		h.names = append(h.names, name.Load().(string))
+		h.mu.Unlock()
+	}
+}
+
+// TestCancelEndsStreamsInTheOrderTheyBegan opens streams one after the
+// other on one connection, each waiting in Recv, and cancels them: the
+// Tracker must end them in the order they began, as the package
+// documentation says (see "Cost"), which grpc's stats handler sees as the
+// order of their trailers: the Tracker writes each status as it visits
+// the stream.
+func TestCancelEndsStreamsInTheOrderTheyBegan(t *testing.T) {
+	const duplex = "/grpc.testing.TestService/FullDuplexCall"
+	const streams = 5
+	tr := interceptors.NewTracker(interceptors.WithLongLived(duplex))
+	causes := make(chan error, streams)
+	order := &trailerOrder{}
+	srv := grpc.NewServer(append(tr.ServerOptions(), grpc.StatsHandler(order))...)
+	testgrpc.RegisterTestServiceServer(srv, &causeService{causes: causes})
+	client := testgrpc.NewTestServiceClient(servetest.Serve(t, srv, false))
+	ctx, cancel := context.WithTimeout(context.Background(), statusTestTimeout)
+	defer cancel()
+	var want []string
+	for i := range streams {
+		name := strconv.Itoa(i)
+		want = append(want, name)
+		if _, err := client.FullDuplexCall(metadata.AppendToOutgoingContext(ctx, orderKey, name)); err != nil {
+			t.Fatalf("FullDuplexCall() = %v", err)
+		}
+		waitFor(t, "stream "+name+" to begin", func() bool { return tr.InFlight() == i+1 })
+	}
+	waitFor(t, "every handler in Recv", func() bool { return countBlockedInRecv(".(*causeService).FullDuplexCall(") == streams })
+	if n := tr.CancelLongLived(nil); n != streams {
+		t.Fatalf("CancelLongLived() = %d, want %d", n, streams)
+	}
+	for range streams {
+		<-causes
+	}
+	waitFor(t, "every handler to return", func() bool { return tr.InFlight() == 0 })
+	order.mu.Lock()
+	got := slices.Clone(order.names)
+	order.mu.Unlock()
+	if !slices.Equal(got, want) {
+		t.Errorf("streams ended in the order %v, want %v, the order they began", got, want)
+	}
+}
+
+// countBlockedInRecv counts the goroutines running fn that are blocked
+// in grpc-go's wait for a message.
+func countBlockedInRecv(fn string) int {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	count := 0
+	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+		if strings.Contains(g, "(*recvBufferReader).read") && strings.Contains(g, fn) {
+			count++
+		}
+	}
+	return count
 }

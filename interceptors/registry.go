@@ -12,12 +12,12 @@ import (
 // that concurrent RPCs rarely contend for one.
 const numShards = 32
 
-// A shard holds some of the running calls in an intrusive list: adding and
-// removing a call costs no allocation.
+// A shard holds some of the running calls in an intrusive list, oldest
+// first: adding and removing a call costs no allocation.
 type shard struct {
-	mu   sync.Mutex
-	head *call
-	_    [48]byte // keeps shards on separate cache lines
+	mu         sync.Mutex
+	head, tail *call
+	_          [40]byte // keeps shards on separate cache lines
 }
 
 // call is the Tracker's record of one running RPC. Records are recycled
@@ -47,12 +47,16 @@ type call struct {
 
 var callPool = sync.Pool{New: func() any { return new(call) }}
 
+// push adds c at the end of the list, so that the list keeps the order in
+// which calls began.
 func (s *shard) push(c *call) {
-	c.prev, c.next = nil, s.head
-	if s.head != nil {
-		s.head.prev = c
+	c.prev, c.next = s.tail, nil
+	if s.tail != nil {
+		s.tail.next = c
+	} else {
+		s.head = c
 	}
-	s.head = c
+	s.tail = c
 }
 
 func (s *shard) remove(c *call) {
@@ -63,6 +67,8 @@ func (s *shard) remove(c *call) {
 	}
 	if c.next != nil {
 		c.next.prev = c.prev
+	} else {
+		s.tail = c.prev
 	}
 	c.prev, c.next = nil, nil
 }
