@@ -195,3 +195,103 @@ func countBlockedInRecv(fn string) int {
 	}
 	return count
 }
+
+// holdingTrailer is a server stats.Handler that holds the first trailer
+// grpc writes until release is closed, telling held when it does: the
+// Tracker writes the status of a stream waiting in Recv as it cancels it,
+// and the cancellation waits meanwhile.
+type holdingTrailer struct {
+	once    sync.Once
+	held    chan struct{}
+	release chan struct{}
+}
+
+func (h *holdingTrailer) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+func (h *holdingTrailer) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (h *holdingTrailer) HandleConn(context.Context, stats.ConnStats) {}
+func (h *holdingTrailer) HandleRPC(_ context.Context, s stats.RPCStats) {
+	if _, ok := s.(*stats.OutTrailer); ok {
+		h.once.Do(func() {
+			close(h.held)
+			<-h.release
+		})
+	}
+}
+
+// unaryWaitService's UnaryCall reports its context on started and returns
+// once it ends.
+type unaryWaitService struct {
+	causeService
+	started chan<- context.Context
+}
+
+func (s *unaryWaitService) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	s.started <- ctx
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestCancelAllDuringAnotherCancellation calls CancelAll while a
+// CancelLongLived is still at work, held as it ends a stream that waits
+// in Recv, before the other calls it has marked. When CancelAll returns,
+// the context of every handler running must be cancelled, those marked
+// by the other cancellation included, with that cancellation's cause:
+// CancelAll's doc leaves out only handlers whose context has ended.
+func TestCancelAllDuringAnotherCancellation(t *testing.T) {
+	const duplex = "/grpc.testing.TestService/FullDuplexCall"
+	errFirst, errSecond := errors.New("first"), errors.New("second")
+	tr := interceptors.NewTracker(interceptors.WithLongLived(duplex))
+	causes, started := make(chan error, 1), make(chan context.Context, 1)
+	h := &holdingTrailer{held: make(chan struct{}), release: make(chan struct{})}
+	srv := grpc.NewServer(append(tr.ServerOptions(), grpc.StatsHandler(h))...)
+	testgrpc.RegisterTestServiceServer(srv, &unaryWaitService{causeService: causeService{causes: causes}, started: started})
+	client := testgrpc.NewTestServiceClient(servetest.Serve(t, srv, false))
+	ctx, cancel := context.WithTimeout(context.Background(), statusTestTimeout)
+	defer cancel()
+
+	// A stream waiting in Recv, then a unary call and a second stream, on
+	// the same connection.
+	if _, err := client.FullDuplexCall(ctx); err != nil {
+		t.Fatalf("FullDuplexCall() = %v", err)
+	}
+	waitBlockedInRecv(t, ".(*causeService).FullDuplexCall(")
+	unaryDone := make(chan error, 1)
+	go func() {
+		_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		unaryDone <- err
+	}()
+	var unaryCtx context.Context
+	select {
+	case unaryCtx = <-started:
+	case <-ctx.Done():
+		t.Fatalf("unary handler not started after %v", statusTestTimeout)
+	}
+
+	first := make(chan int, 1)
+	go func() { first <- tr.CancelAll(errFirst) }()
+	select {
+	case <-h.held:
+	case <-ctx.Done():
+		t.Fatalf("the first stream's status not written after %v", statusTestTimeout)
+	}
+	if n := tr.CancelAll(errSecond); n != 0 {
+		t.Errorf("CancelAll() during another = %d, want 0: the other counts them", n)
+	}
+	if err := unaryCtx.Err(); err == nil {
+		t.Errorf("unary handler's context after CancelAll returned: not cancelled")
+	}
+	close(h.release)
+	if n := <-first; n != 2 {
+		t.Errorf("first CancelAll() = %d, want 2", n)
+	}
+	if cause := context.Cause(unaryCtx); cause != errFirst {
+		t.Errorf("context.Cause() of the unary handler = %v, want the first cancellation's %v", cause, errFirst)
+	}
+	if cause := <-causes; cause != errFirst {
+		t.Errorf("context.Cause() of the stream's handler = %v, want %v", cause, errFirst)
+	}
+	<-unaryDone
+	waitFor(t, "every handler to return", func() bool { return tr.InFlight() == 0 })
+}

@@ -28,7 +28,7 @@ type call struct {
 	ctx        context.Context         // the handler's context, or the one under its deadline
 	parent     context.Context         // the context grpc gave the call, kept for ServeHTTP calls only
 	cancel     context.CancelCauseFunc // cancels ctx
-	ending     *status.Status          // set when the Tracker cancels the call: the status of its cause, shared by the calls of one cancellation; guarded by shard.mu
+	by         *cancellation           // set when the Tracker cancels the call, shared by the calls of one cancellation; guarded by shard.mu
 	shard      *shard
 	prev, next *call
 
@@ -46,6 +46,14 @@ type call struct {
 }
 
 var callPool = sync.Pool{New: func() any { return new(call) }}
+
+// A cancellation is one call of CancelAll or CancelLongLived, or the
+// retirement of one stream: the cause its calls' contexts are cancelled
+// with, and the status they end with.
+type cancellation struct {
+	cause error
+	st    *status.Status
+}
 
 // push adds c at the end of the list, so that the list keeps the order in
 // which calls began.

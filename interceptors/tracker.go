@@ -117,6 +117,9 @@ func (t *Tracker) Wait(ctx context.Context) error {
 // their cause and are not counted. A handler that then returns an error sends
 // its client codes.Unavailable, which clients and balancers retry elsewhere;
 // one that returns a result keeps it. A nil cause stands for ErrShuttingDown.
+// A handler that another CancelAll or CancelLongLived, running at the same
+// time, has chosen but not cancelled yet, is cancelled with that one's cause
+// before CancelAll returns, and counted by that one only.
 func (t *Tracker) CancelAll(cause error) int {
 	return t.cancel(cause, false)
 }
@@ -144,36 +147,51 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 		cause = ErrShuttingDown
 	}
 	n := 0
-	st := cancelledStatus(cause) // the status cancelled calls end with
-	type cancelled struct {
-		ss     *serverStream
-		cancel context.CancelCauseFunc
+	by := &cancellation{cause: cause, st: cancelledStatus(cause)}
+	type marked struct {
+		ss  *serverStream
+		ctx context.CancelCauseFunc
+		by  *cancellation
 	}
-	var batch []cancelled
+	var batch []marked
 	for i := range t.shards {
 		s := &t.shards[i]
 		batch = batch[:0]
 		s.mu.Lock()
 		for c := s.head; c != nil; c = c.next {
-			// A context that has ended already, by its client or its deadline,
-			// keeps its cause and is not counted.
-			if c.Cancelled || longLivedOnly && !c.LongLived || c.ctx.Err() != nil {
+			if longLivedOnly && !c.LongLived {
 				continue
 			}
-			c.Cancelled, c.ending = true, st
-			batch = append(batch, cancelled{c.ss, c.cancel})
+			if c.Cancelled {
+				// Marked by another cancellation, which may not have
+				// cancelled its context yet: this one does, with the
+				// other's cause, so that every context is cancelled when
+				// it returns, and leaves the stream's end and the count
+				// to the other.
+				if c.ctx.Err() == nil {
+					batch = append(batch, marked{c.ss, c.cancel, c.by})
+				}
+				continue
+			}
+			// A context that has ended already, by its client or its deadline,
+			// keeps its cause and is not counted.
+			if c.ctx.Err() != nil {
+				continue
+			}
+			c.Cancelled, c.by = true, by
+			batch = append(batch, marked{c.ss, c.cancel, by})
+			n++
 		}
 		s.mu.Unlock()
-		n += len(batch)
 		// Outside the lock, which the handlers woken take as they return;
 		// the records may be recycled by then, their streams and contexts
 		// may not. The context is cancelled before the stream ends: ending
 		// it ends grpc's stream context, whose context.Canceled would
 		// otherwise reach the handler's context first, in place of cause.
 		for _, b := range batch {
-			waiting := b.ss != nil && b.ss.cancel(st)
-			b.cancel(cause)
-			if waiting {
+			waiting := b.ss != nil && b.ss.cancel(b.by.st)
+			b.ctx(b.by.cause)
+			if waiting && b.by == by {
 				b.ss.endIfWaiting()
 			}
 		}
@@ -190,8 +208,8 @@ func (t *Tracker) cancelOne(c *call, cause error) {
 		s.mu.Unlock()
 		return
 	}
-	c.Cancelled, c.ending = true, cancelledStatus(cause)
-	waiting := c.ss != nil && c.ss.cancel(c.ending)
+	c.Cancelled, c.by = true, &cancellation{cause: cause, st: cancelledStatus(cause)}
+	waiting := c.ss != nil && c.ss.cancel(c.by.st)
 	ss := c.ss
 	c.cancel(cause)
 	s.mu.Unlock()
@@ -318,8 +336,12 @@ func (t *Tracker) end(c *call, err error) error {
 	s := c.shard
 	s.mu.Lock()
 	s.remove(c)
-	cancelled, ending := c.Cancelled, c.ending
+	cancelled, by := c.Cancelled, c.by
 	s.mu.Unlock()
+	var ending *status.Status // the status of a call the Tracker cancelled
+	if cancelled {
+		ending = by.st
+	}
 	ctxCancelled := cancelled
 	if why != nil && !cancelled && c.ctx.Err() == nil {
 		// Its handler returned on Retiring's notice, before the Tracker
