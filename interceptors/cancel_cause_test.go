@@ -233,16 +233,16 @@ func (s *unaryWaitService) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequ
 	return nil, ctx.Err()
 }
 
-// TestCancelAllDuringAnotherCancellation calls CancelAll while a
-// CancelLongLived is still at work, held as it ends a stream that waits
-// in Recv, before the other calls it has marked. When CancelAll returns,
-// the context of every handler running must be cancelled, those marked
-// by the other cancellation included, with that cancellation's cause:
+// TestCancelAllDuringAnotherCancellation calls CancelAll while another
+// CancelAll is still at work, held as it ends a stream that waits in
+// Recv, before or after the other calls it has marked (unary calls begun
+// before and after the stream, on the same connection). When the second
+// CancelAll returns, the context of every handler running must be
+// cancelled, those marked by the first included, with the first's cause:
 // CancelAll's doc leaves out only handlers whose context has ended.
 func TestCancelAllDuringAnotherCancellation(t *testing.T) {
-	const duplex = "/grpc.testing.TestService/FullDuplexCall"
 	errFirst, errSecond := errors.New("first"), errors.New("second")
-	tr := interceptors.NewTracker(interceptors.WithLongLived(duplex))
+	tr := interceptors.NewTracker()
 	causes, started := make(chan error, 1), make(chan context.Context, 1)
 	h := &holdingTrailer{held: make(chan struct{}), release: make(chan struct{})}
 	srv := grpc.NewServer(append(tr.ServerOptions(), grpc.StatsHandler(h))...)
@@ -251,47 +251,55 @@ func TestCancelAllDuringAnotherCancellation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), statusTestTimeout)
 	defer cancel()
 
-	// A stream waiting in Recv, then a unary call and a second stream, on
-	// the same connection.
+	unaryDone := make(chan error, 2)
+	var unaryCtxs []context.Context
+	unary := func() {
+		go func() {
+			_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+			unaryDone <- err
+		}()
+		select {
+		case hctx := <-started:
+			unaryCtxs = append(unaryCtxs, hctx)
+		case <-ctx.Done():
+			t.Fatalf("unary handler not started after %v", statusTestTimeout)
+		}
+	}
+	unary()
 	if _, err := client.FullDuplexCall(ctx); err != nil {
 		t.Fatalf("FullDuplexCall() = %v", err)
 	}
 	waitBlockedInRecv(t, ".(*causeService).FullDuplexCall(")
-	unaryDone := make(chan error, 1)
-	go func() {
-		_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
-		unaryDone <- err
-	}()
-	var unaryCtx context.Context
-	select {
-	case unaryCtx = <-started:
-	case <-ctx.Done():
-		t.Fatalf("unary handler not started after %v", statusTestTimeout)
-	}
+	unary()
 
 	first := make(chan int, 1)
 	go func() { first <- tr.CancelAll(errFirst) }()
 	select {
 	case <-h.held:
 	case <-ctx.Done():
-		t.Fatalf("the first stream's status not written after %v", statusTestTimeout)
+		t.Fatalf("the stream's status not written after %v", statusTestTimeout)
 	}
 	if n := tr.CancelAll(errSecond); n != 0 {
-		t.Errorf("CancelAll() during another = %d, want 0: the other counts them", n)
+		t.Errorf("CancelAll() during another = %d, want 0: the other counts the calls", n)
 	}
-	if err := unaryCtx.Err(); err == nil {
-		t.Errorf("unary handler's context after CancelAll returned: not cancelled")
+	for i, hctx := range unaryCtxs {
+		if hctx.Err() == nil {
+			t.Errorf("context of unary handler %d, once the second CancelAll() has returned: not cancelled", i)
+		}
 	}
 	close(h.release)
-	if n := <-first; n != 2 {
-		t.Errorf("first CancelAll() = %d, want 2", n)
+	if n := <-first; n != 3 {
+		t.Errorf("first CancelAll() = %d, want 3", n)
 	}
-	if cause := context.Cause(unaryCtx); cause != errFirst {
-		t.Errorf("context.Cause() of the unary handler = %v, want the first cancellation's %v", cause, errFirst)
+	for i, hctx := range unaryCtxs {
+		if cause := context.Cause(hctx); cause != errFirst {
+			t.Errorf("context.Cause() of unary handler %d = %v, want the first cancellation's %v", i, cause, errFirst)
+		}
 	}
 	if cause := <-causes; cause != errFirst {
 		t.Errorf("context.Cause() of the stream's handler = %v, want %v", cause, errFirst)
 	}
+	<-unaryDone
 	<-unaryDone
 	waitFor(t, "every handler to return", func() bool { return tr.InFlight() == 0 })
 }
