@@ -197,22 +197,27 @@ func countBlockedInRecv(fn string) int {
 }
 
 // holdingTrailer is a server stats.Handler that holds the first trailer
-// grpc writes until release is closed, telling held when it does: the
-// Tracker writes the status of a stream waiting in Recv as it cancels it,
-// and the cancellation waits meanwhile.
+// grpc writes for a stream of method until release is closed, telling held
+// when it does: the Tracker writes the status of a stream waiting in Recv
+// as it cancels it, and the cancellation waits meanwhile.
 type holdingTrailer struct {
+	method  string
 	once    sync.Once
 	held    chan struct{}
 	release chan struct{}
 }
 
-func (h *holdingTrailer) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
+type holdMethodKey struct{}
+
+func (h *holdingTrailer) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, holdMethodKey{}, info.FullMethodName)
+}
 func (h *holdingTrailer) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
 	return ctx
 }
 func (h *holdingTrailer) HandleConn(context.Context, stats.ConnStats) {}
-func (h *holdingTrailer) HandleRPC(_ context.Context, s stats.RPCStats) {
-	if _, ok := s.(*stats.OutTrailer); ok {
+func (h *holdingTrailer) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if _, ok := s.(*stats.OutTrailer); ok && ctx.Value(holdMethodKey{}) == h.method {
 		h.once.Do(func() {
 			close(h.held)
 			<-h.release
@@ -244,7 +249,7 @@ func TestCancelAllDuringAnotherCancellation(t *testing.T) {
 	errFirst, errSecond := errors.New("first"), errors.New("second")
 	tr := interceptors.NewTracker()
 	causes, started := make(chan error, 1), make(chan context.Context, 1)
-	h := &holdingTrailer{held: make(chan struct{}), release: make(chan struct{})}
+	h := &holdingTrailer{method: "/grpc.testing.TestService/FullDuplexCall", held: make(chan struct{}), release: make(chan struct{})}
 	srv := grpc.NewServer(append(tr.ServerOptions(), grpc.StatsHandler(h))...)
 	testgrpc.RegisterTestServiceServer(srv, &unaryWaitService{causeService: causeService{causes: causes}, started: started})
 	client := testgrpc.NewTestServiceClient(servetest.Serve(t, srv, false))
