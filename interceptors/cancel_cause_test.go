@@ -12,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/status"
 
 	"github.com/drainkit/drainkit/interceptors"
 	"github.com/drainkit/drainkit/internal/servetest"
@@ -307,4 +310,131 @@ func TestCancelAllDuringAnotherCancellation(t *testing.T) {
 	<-unaryDone
 	<-unaryDone
 	waitFor(t, "every handler to return", func() bool { return tr.InFlight() == 0 })
+}
+
+// windowService's handlers wait until their context ends or ret is
+// closed, report on ended whether their context had ended, and return:
+// UnaryCall a response, StreamingOutputCall nil. FullDuplexCall is
+// causeService's.
+type windowService struct {
+	causeService
+	started chan<- string
+	ret     <-chan struct{}
+	ended   chan<- bool
+}
+
+func (s *windowService) wait(ctx context.Context, name string) {
+	s.started <- name
+	select {
+	case <-ctx.Done():
+	case <-s.ret:
+	}
+	s.ended <- ctx.Err() != nil
+}
+
+func (s *windowService) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
+	s.wait(ctx, "unary")
+	return &testgrpc.SimpleResponse{}, nil
+}
+
+func (s *windowService) StreamingOutputCall(_ *testgrpc.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
+	s.wait(stream.Context(), "long-lived")
+	return nil
+}
+
+// TestCallsReturningAsTheyAreCancelled holds a CancelAll as it ends a
+// stream waiting in Recv, the first it visits, while the calls begun after
+// it on the connection are marked cancelled but their contexts not yet
+// cancelled; their handlers return meanwhile, as if just before their
+// cancellation: a unary call with a response, a long-lived stream with
+// nil. The unary call must keep its response, as CancelAll's doc says of
+// a handler that returns a result; the long-lived stream must end with
+// the cancellation's codes.Unavailable, never codes.OK, as a long-lived
+// stream that the Tracker cancelled never ends by itself.
+func TestCallsReturningAsTheyAreCancelled(t *testing.T) {
+	const (
+		duplex = "/grpc.testing.TestService/FullDuplexCall"
+		output = "/grpc.testing.TestService/StreamingOutputCall"
+	)
+	errCause := errors.New("maintenance")
+	tr := interceptors.NewTracker(interceptors.WithLongLived(duplex, output))
+	causes, started, ended := make(chan error, 1), make(chan string, 2), make(chan bool, 2)
+	ret := make(chan struct{})
+	h := &holdingTrailer{method: duplex, held: make(chan struct{}), release: make(chan struct{})}
+	srv := grpc.NewServer(append(tr.ServerOptions(), grpc.StatsHandler(h))...)
+	testgrpc.RegisterTestServiceServer(srv, &windowService{causeService: causeService{causes: causes}, started: started, ret: ret, ended: ended})
+	client := testgrpc.NewTestServiceClient(servetest.Serve(t, srv, false))
+	ctx, cancel := context.WithTimeout(context.Background(), statusTestTimeout)
+	defer cancel()
+
+	if _, err := client.FullDuplexCall(ctx); err != nil {
+		t.Fatalf("FullDuplexCall() = %v", err)
+	}
+	waitBlockedInRecv(t, ".(*causeService).FullDuplexCall(")
+	unaryErr := make(chan error, 1)
+	go func() {
+		_, err := client.UnaryCall(ctx, &testgrpc.SimpleRequest{})
+		unaryErr <- err
+	}()
+	receiveString(t, started)
+	stream, err := client.StreamingOutputCall(ctx, &testgrpc.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatalf("StreamingOutputCall() = %v", err)
+	}
+	receiveString(t, started)
+
+	cancelled := make(chan int, 1)
+	go func() { cancelled <- tr.CancelAll(errCause) }()
+	select {
+	case <-h.held:
+	case <-ctx.Done():
+		t.Fatalf("the stream's status not written after %v", statusTestTimeout)
+	}
+	close(ret)
+	for range 2 {
+		if <-ended {
+			// The Tracker cancelled it before it returned: the window
+			// was not reached.
+			t.Fatalf("a handler's context was cancelled while the cancellation was held")
+		}
+	}
+	if err := <-unaryErr; err != nil {
+		t.Errorf("UnaryCall() returning a response as it was cancelled = %v, want its response", err)
+	}
+	_, err = stream.Recv()
+	checkCancelled(t, "long-lived stream returning nil as it was cancelled", err, errCause)
+	close(h.release)
+	if n := <-cancelled; n != 3 {
+		t.Errorf("CancelAll() = %d, want 3", n)
+	}
+	<-causes
+	waitFor(t, "every handler to return", func() bool { return tr.InFlight() == 0 })
+}
+
+func receiveString(t *testing.T, ch <-chan string) string {
+	t.Helper()
+	select {
+	case s := <-ch:
+		return s
+	case <-time.After(statusTestTimeout):
+		t.Fatalf("no handler started after %v", statusTestTimeout)
+		return ""
+	}
+}
+
+// checkCancelled fails unless err is the status of a call cancelled by
+// the Tracker with cause: codes.Unavailable, cause's text, and drainkit's
+// ErrorInfo saying the handler was cancelled.
+func checkCancelled(t *testing.T, what string, err error, cause error) {
+	t.Helper()
+	s := status.Convert(err)
+	handler := ""
+	for _, d := range s.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == interceptors.ErrorInfoDomain {
+			handler = info.GetMetadata()[interceptors.MetadataHandler]
+		}
+	}
+	if s.Code() != codes.Unavailable || !strings.Contains(s.Message(), cause.Error()) || handler != interceptors.HandlerCancelled {
+		t.Errorf("%s: %v (handler %q), want codes.Unavailable with %q and handler %q", what, err, handler, cause, interceptors.HandlerCancelled)
+	}
 }
