@@ -27,6 +27,7 @@ import (
 const (
 	exitOK     = 0
 	exitForced = 1
+	exitUsage  = 2
 )
 
 func dbPath(t *testing.T) string { return filepath.Join(t.TempDir(), "demo.db") }

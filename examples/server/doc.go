@@ -60,9 +60,11 @@
 //
 // With DRAINKIT_DEMO_DRAIN_CPUPROFILE set to a file's path, it writes there
 // a CPU profile of the drain, from the first SIGTERM or SIGINT to its exit,
-// for go tool pprof (BENCHMARKS.md); a file it cannot create is an error at
-// start-up. It removes the variable from its environment, so that a
-// successor started by an upgrade does not profile into the same file.
+// for go tool pprof (BENCHMARKS.md). It creates the file once it listens,
+// before its database: a file it cannot create is an error at start-up, and
+// a port in use leaves an earlier profile there whole. It removes the
+// variable from its environment, so that a successor started by an upgrade
+// does not profile into the same file.
 //
 // It exits 0 after a clean drain, 1 after a forced drain or any error, and
 // 2 when its flags, or DRAINKIT_DEMO_DRAIN_CPUPROFILE, are wrong.

@@ -33,7 +33,7 @@ import (
 const (
 	exitOK    = 0 // clean drain
 	exitError = 1 // forced drain, or any error
-	exitUsage = 2 // bad flags
+	exitUsage = 2 // bad flags, or a bad DRAINKIT_DEMO_DRAIN_CPUPROFILE
 )
 
 // openTimeout bounds the opening of the store.
@@ -65,23 +65,23 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return exitUsage
 	}
-	if path := takeDrainProfilePath(); path != "" {
-		stop, err := profileDrain(path, sigs.Context())
-		if err != nil {
-			logger.Error("start-up failed", "err", err)
-			return exitUsage
+	// Taken now, before an upgrade can start a successor; its file is
+	// created once the server listens.
+	profile := &drainProfile{path: takeDrainProfilePath()}
+	defer func() {
+		if err := profile.finish(); err != nil {
+			logger.Error("profiling the drain", "err", err)
 		}
-		defer func() {
-			if err := stop(); err != nil {
-				logger.Error("profiling the drain", "err", err)
-			}
-		}()
-	}
-	err = serve(cfg, logger, sigs, upgrades)
+	}()
+	err = serve(cfg, logger, sigs, upgrades, profile)
 	// Before the exit record: a successor may wait here for the server it
 	// replaced.
 	upgrades.stop()
+	var usage *usageError
 	switch {
+	case errors.As(err, &usage):
+		logger.Error("start-up failed", "err", err)
+		return exitUsage
 	case err == nil:
 		logger.Info("exit", "code", exitOK)
 		return exitOK
@@ -94,14 +94,18 @@ func run(args []string) int {
 }
 
 // serve runs the server until it is drained, and returns the drain's error.
-// A signal caught by sigs during start-up ends it: serve returns nil.
-func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgrades *upgrades) error {
+// A signal caught by sigs during start-up ends it: serve returns nil. It
+// starts profile once it listens.
+func serve(cfg demoflags.Config, logger *slog.Logger, sigs *drain.Signals, upgrades *upgrades, profile *drainProfile) error {
 	// The port first: when it is taken, nothing else is done or created.
 	lis, source, err := upgrades.listen(cfg)
 	if err != nil {
 		return err
 	}
 	defer lis.Close() // for the paths that return before Serve
+	if err := profile.start(sigs.Context()); err != nil {
+		return err
+	}
 
 	logger.Info("starting", "db", cfg.DB)
 	db, err := openStoreUnless(sigs.Context(), cfg.DB)

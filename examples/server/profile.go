@@ -22,6 +22,44 @@ func takeDrainProfilePath() string {
 	return path
 }
 
+// A drainProfile is the profile of the drain asked for by drainProfileEnv.
+// Its file is created once the server listens, so that a start-up that
+// fails on a port in use creates nothing, and leaves whole the profile of
+// an earlier run.
+type drainProfile struct {
+	path string       // "" for no profile
+	stop func() error // set by start
+}
+
+// start creates the profile's file, and profiles from the moment begin
+// ends; its error, for a file it cannot create, is a *usageError.
+func (p *drainProfile) start(begin context.Context) error {
+	if p.path == "" {
+		return nil
+	}
+	stop, err := profileDrain(p.path, begin)
+	if err != nil {
+		return &usageError{err}
+	}
+	p.stop = stop
+	return nil
+}
+
+// finish ends the profile, if start began it, and closes its file.
+func (p *drainProfile) finish() error {
+	if p.stop == nil {
+		return nil
+	}
+	return p.stop()
+}
+
+// A usageError is an error in what the demo was given, for which it exits
+// with exitUsage.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
 // profileDrain creates the file at path, and writes to it a CPU profile from
 // the moment begin ends to the call of the returned function, which closes
 // the file; if begin never ends, the file is left empty. It fails if the

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,5 +62,36 @@ func TestTakeDrainProfilePath(t *testing.T) {
 	}
 	if v, ok := os.LookupEnv(drainProfileEnv); ok {
 		t.Errorf("%s = %q after takeDrainProfilePath, want it unset", drainProfileEnv, v)
+	}
+}
+
+// When the port is taken, the profile's file is not created, and a profile
+// already there, of an earlier drain, is left whole.
+func TestRunPortTakenKeepsProfile(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	dir := t.TempDir()
+	for _, earlier := range []bool{false, true} {
+		path := filepath.Join(dir, "drain.prof")
+		if earlier {
+			if err := os.WriteFile(path, []byte("earlier profile"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Setenv(drainProfileEnv, path)
+		args := []string{"-addr", lis.Addr().String(), "-db", filepath.Join(dir, "demo.db"), "-log", "json"}
+		if got := run(args); got != exitError {
+			t.Errorf("run(%q) = %d, want %d", args, got, exitError)
+		}
+		b, err := os.ReadFile(path)
+		switch {
+		case !earlier && err == nil:
+			t.Errorf("run(%q) with the port taken created %s, want nothing", args, path)
+		case earlier && string(b) != "earlier profile":
+			t.Errorf("run(%q) with the port taken left %s = %q, %v; want the earlier profile", args, path, b, err)
+		}
 	}
 }
