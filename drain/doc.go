@@ -21,9 +21,9 @@
 //     that message was half the drain's work (see BENCHMARKS.md). Health
 //     then turns NOT_SERVING once the streams are cancelled: with many
 //     watchers, a moment later, as grpc's health service takes its lock
-//     after the watchers that leave it (with 100,000, about half a
-//     second, during which the server serves everything but new
-//     long-lived streams).
+//     after the watchers that leave it (with 100,000, up to about a
+//     second, during which a health Check reads SERVING and the server
+//     serves everything but new long-lived streams).
 //  2. Graceful: long-lived streams (see interceptors.WithLongLived) are
 //     cancelled and end with codes.Unavailable, as they would never end by
 //     themselves, and new ones are refused; the listeners that Serve serves
