@@ -262,12 +262,14 @@
 // stream wrapper of a stream; the registry of running calls is sharded,
 // recycles its records and takes no global lock. The calls of one
 // connection share a shard, and its lock, as they share grpc's locks of
-// the connection: a cancellation then visits them in the order they began,
-// through memory allocated in that order, and ends them in that order on
-// the connection: with 100,000 streams on one connection, it saves a third
-// of the CPU of visiting them at random. CancelAll and
+// the connection, and a shard lists them oldest first: a cancellation then
+// visits them in the order they began, through memory allocated in that
+// order, and ends them in that order on the connection, where visiting
+// them at random met a cache miss at each step. CancelAll and
 // CancelLongLived mark the calls under a shard's lock and cancel them once
 // it is released, so that the handlers they wake do not wait for it; each
-// cancellation builds its status once, shared by the calls it ends.
+// cancellation builds its status once, shared by the calls it ends. With
+// 100,000 streams on one connection, cancelling them took 0.38s of CPU
+// before these three, 0.08s after.
 // BENCHMARKS.md gives the figures.
 package interceptors
