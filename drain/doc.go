@@ -13,16 +13,16 @@
 //     connections included, for the readiness delay, so that load balancers
 //     and Kubernetes endpoints (which learn of a terminating pod at the same
 //     time as the pod itself) stop sending it work before it stops listening.
-//     With no readiness delay, the long-lived streams, health watchers
-//     among them, are ended first (as Graceful would end them a moment
-//     later): a watcher reads the end of its stream, which grpc-go's
-//     client health checking takes as not serving, rather than a
-//     NOT_SERVING followed at once by that end. With 100,000 watchers,
-//     that message was half the drain's work (see BENCHMARKS.md). Health
-//     then turns NOT_SERVING once the streams are cancelled: with many
-//     watchers, a moment later, as grpc's health service takes its lock
-//     after the watchers that leave it (with 100,000, up to about a
-//     second, during which a health Check reads SERVING and the server
+//     With no readiness delay and a health service, the long-lived streams,
+//     health watchers among them, are ended first (as Graceful would end them
+//     a moment later) and new ones refused: a watcher reads the end of its
+//     stream, which grpc-go's client health checking takes as not serving,
+//     rather than a NOT_SERVING followed at once by that end. With 100,000
+//     watchers, that message was a third to a half of the drain's CPU (see
+//     BENCHMARKS.md). Health then turns NOT_SERVING once the streams are
+//     cancelled: with many watchers, a moment later, as grpc's health service
+//     takes its lock after the watchers that leave it (with 100,000, up to
+//     about a second, during which a health Check reads SERVING and the server
 //     serves everything but new long-lived streams).
 //  2. Graceful: long-lived streams (see interceptors.WithLongLived) are
 //     cancelled and end with codes.Unavailable, as they would never end by

@@ -135,7 +135,8 @@ func (d *Drainer) run(ctx context.Context) (Report, error) {
 		// streams, health watchers among them: ended first, a watcher
 		// is not sent NOT_SERVING a moment before its end, which grpc's
 		// client health checking reads the same way. With 100,000
-		// watchers, that message is a third of the drain's work.
+		// watchers, that message was a third to a half of the drain's
+		// CPU (BENCHMARKS.md).
 		d.t.RejectLongLived(ErrDraining)
 		r.Cancelled += d.t.CancelLongLived(ErrDraining)
 	}
