@@ -30,7 +30,9 @@ type Phase int
 const (
 	// NotReady: the drain has begun. Health reports NOT_SERVING, and the
 	// server still serves everything, new connections included, for the
-	// readiness delay.
+	// readiness delay. With no readiness delay and a health service, the
+	// long-lived streams have been cancelled already, and new ones are
+	// refused (see package drain).
 	NotReady Phase = iota + 1
 	// Graceful: the readiness delay is over. The server has cancelled its
 	// long-lived streams and is sending GOAWAY and closing its listeners
