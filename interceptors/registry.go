@@ -100,12 +100,13 @@ func (c *call) arm(d time.Duration) {
 	c.timer.Reset(d)
 }
 
-// release frees the context of c, unless the Tracker has cancelled it
-// already (cancelled, read under the shard's lock), and recycles c, unless
-// its timer has fired: then the timer's function may still be running, and
-// c is left to the garbage collector.
-func (c *call) release(cancelled bool) {
-	if !cancelled {
+// release frees the context of c, unless a cancellation of the Tracker has
+// marked c (marked, read under the shard's lock): that cancellation cancels
+// the context, if it has not yet, with its own cause. release then recycles
+// c, unless its timer has fired: then the timer's function may still be
+// running, and c is left to the garbage collector.
+func (c *call) release(marked bool) {
+	if !marked {
 		c.cancel(nil)
 	}
 	if c.Injected && !c.timer.Stop() {

@@ -336,13 +336,13 @@ func (t *Tracker) end(c *call, err error) error {
 	s := c.shard
 	s.mu.Lock()
 	s.remove(c)
-	cancelled, by := c.Cancelled, c.by
+	marked, by := c.Cancelled, c.by
 	s.mu.Unlock()
+	cancelled := marked
 	var ending *status.Status // the status of a call the Tracker cancelled
 	if cancelled {
 		ending = by.st
 	}
-	ctxCancelled := cancelled
 	if why != nil && !cancelled && c.ctx.Err() == nil {
 		// Its handler returned on Retiring's notice, before the Tracker
 		// ended the stream: the stream is retired all the same, unless
@@ -366,7 +366,7 @@ func (t *Tracker) end(c *call, err error) error {
 		err = forwarded(err)
 	}
 	serveHTTP, parent := c.ServeHTTP, c.parent
-	c.release(ctxCancelled)
+	c.release(marked)
 	if serveHTTP {
 		// grpc writes the status of a ServeHTTP call after the handler
 		// returns, and stopping the server before then would cut it: the
