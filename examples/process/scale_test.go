@@ -24,9 +24,10 @@ import (
 // scaleExitLimit bounds the time from SIGTERM to the exit of a demo server
 // holding scaleStreams() idle long-lived streams on one connection. The
 // goal is one second for 100,000 streams, which BENCHMARKS.md measures on a
-// quiet machine; the bound leaves a margin for a loaded one, and still
-// fails a drain that cancels streams as slowly as drainkit v0.1 did (2.4 to
-// 10s) or waits out its grace period (scaleGrace).
+// quiet machine; the bound leaves a margin for a loaded one, and fails a
+// drain that waits out its grace period (scaleGrace). It does not fail the
+// slower drain of c1af573 on a quiet machine (2.14 to 2.84s in
+// BENCHMARKS.md), only its slowest runs on a loaded one.
 const scaleExitLimit = 5 * time.Second
 
 // scaleGrace is the server's -grace in TestDrain100kStreams: well above
