@@ -85,15 +85,7 @@ func (s *shard) remove(c *call) {
 // and, for a stream, ends the stream with codes.DeadlineExceeded.
 func (c *call) arm(d time.Duration) {
 	if c.timer == nil {
-		c.expire = func() {
-			if c.ss != nil {
-				c.ss.cancel(deadlineStatus)
-			}
-			c.cancel(ErrServerDeadline)
-			if c.ss != nil {
-				c.ss.endIfWaiting()
-			}
-		}
+		c.expire = func() { stopCall(c.ss, c.cancel, ErrServerDeadline, deadlineStatus, true) }
 		c.timer = time.AfterFunc(d, c.expire)
 		return
 	}

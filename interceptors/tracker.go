@@ -117,9 +117,10 @@ func (t *Tracker) Wait(ctx context.Context) error {
 // their cause and are not counted. A handler that then returns an error sends
 // its client codes.Unavailable, which clients and balancers retry elsewhere;
 // one that returns a result keeps it. A nil cause stands for ErrShuttingDown.
-// A handler that another CancelAll or CancelLongLived, running at the same
-// time, has chosen but not cancelled yet, is cancelled with that one's cause
-// before CancelAll returns, and counted by that one only.
+// A handler that another CancelAll or CancelLongLived, or the retirement of
+// its stream, running at the same time, has chosen but not cancelled yet, is
+// cancelled with that one's cause before CancelAll returns, and counted by
+// that one only.
 func (t *Tracker) CancelAll(cause error) int {
 	return t.cancel(cause, false)
 }
@@ -149,9 +150,9 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 	n := 0
 	by := &cancellation{cause: cause, st: cancelledStatus(cause)}
 	type marked struct {
-		ss  *serverStream
-		ctx context.CancelCauseFunc
-		by  *cancellation
+		ss     *serverStream
+		cancel context.CancelCauseFunc
+		by     *cancellation
 	}
 	var batch []marked
 	for i := range t.shards {
@@ -185,22 +186,17 @@ func (t *Tracker) cancel(cause error, longLivedOnly bool) int {
 		s.mu.Unlock()
 		// Outside the lock, which the handlers woken take as they return;
 		// the records may be recycled by then, their streams and contexts
-		// may not. The context is cancelled before the stream ends: ending
-		// it ends grpc's stream context, whose context.Canceled would
-		// otherwise reach the handler's context first, in place of cause.
+		// may not.
 		for _, b := range batch {
-			waiting := b.ss != nil && b.ss.cancel(b.by.st)
-			b.ctx(b.by.cause)
-			if waiting && b.by == by {
-				b.ss.endIfWaiting()
-			}
+			stopCall(b.ss, b.cancel, b.by.cause, b.by.st, b.by == by)
 		}
 	}
 	return n
 }
 
 // cancelOne cancels the running call c with cause, as CancelLongLived
-// does, unless its context has ended already.
+// does, unless its context has ended already. Its caller keeps c from
+// being recycled meanwhile (see retirement.endLocked).
 func (t *Tracker) cancelOne(c *call, cause error) {
 	s := c.shard
 	s.mu.Lock()
@@ -208,12 +204,23 @@ func (t *Tracker) cancelOne(c *call, cause error) {
 		s.mu.Unlock()
 		return
 	}
-	c.Cancelled, c.by = true, &cancellation{cause: cause, st: cancelledStatus(cause)}
-	waiting := c.ss != nil && c.ss.cancel(c.by.st)
-	ss := c.ss
-	c.cancel(cause)
+	by := &cancellation{cause: cause, st: cancelledStatus(cause)}
+	c.Cancelled, c.by = true, by
 	s.mu.Unlock()
-	if waiting {
+	stopCall(c.ss, c.cancel, by.cause, by.st, true)
+}
+
+// stopCall cancels a call's context, cancel, with cause. For a stream, ss
+// not nil, it sets st as the status the stream ends with first, so that a
+// handler woken by its context cannot send a message after its
+// cancellation; then, if end, it ends the stream should the handler wait
+// in RecvMsg or SendMsg. The context is cancelled before the stream ends:
+// ending it ends grpc's stream context, whose context.Canceled would
+// otherwise reach the handler's context first, in place of cause.
+func stopCall(ss *serverStream, cancel context.CancelCauseFunc, cause error, st *status.Status, end bool) {
+	waiting := ss != nil && ss.cancel(st)
+	cancel(cause)
+	if waiting && end {
 		ss.endIfWaiting()
 	}
 }
