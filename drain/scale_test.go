@@ -12,10 +12,12 @@ import (
 )
 
 // BenchmarkDrainLongLivedOneConn drains a server holding n idle health
-// Watch streams on one connection, as the demo drains (WithHealth), with a grace period far longer than the
-// drain: the drain must end them by cancelling them. Only Drain is timed;
-// the cost must grow linearly with n. With DRAINKIT_DRAIN_CPUPROFILE set to
-// a file name, the CPU profile of the drains alone is written there.
+// Watch streams on one connection, as the demo drains (WithHealth, no
+// readiness delay), with a grace period far longer than the drain: the
+// drain must end them by cancelling them. Only Drain is timed; the cost
+// must grow linearly with n. With DRAINKIT_DRAIN_CPUPROFILE set to a file
+// name, the CPU profile of the drains alone is written to that name
+// followed by "." and n, one file for each n.
 func BenchmarkDrainLongLivedOneConn(b *testing.B) {
 	for _, n := range []int{10000, 100000} {
 		b.Run(fmt.Sprintf("streams=%d", n), func(b *testing.B) {
