@@ -33,7 +33,7 @@ type Call struct {
 	LongLived bool      // a stream marked by WithLongLived
 	Deadline  time.Time // the deadline its handler sees; zero if none
 	Injected  bool      // Deadline was set or capped by the Tracker
-	Cancelled bool      // its context was cancelled by CancelAll or CancelLongLived
+	Cancelled bool      // the Tracker cancelled it: CancelAll, CancelLongLived, or its stream's retirement (WithMaxStreamAge, Credentials)
 	ServeHTTP bool      // it arrived through grpc.Server.ServeHTTP, not a listener of the server's own
 }
 
