@@ -83,6 +83,8 @@ func TestParseErrors(t *testing.T) {
 		{name: "negative stream age", args: []string{"-max-stream-age=-1s"}, wantErr: "-max-stream-age -1s: negative duration"},
 		{name: "stream age below the minimum", args: []string{"-max-stream-age=10ms"}, wantErr: "-max-stream-age 10ms: below the minimum of 100ms"},
 		{name: "stream age above the limit", args: []string{"-max-stream-age=2h"}, wantErr: "-max-stream-age 2h0m0s: above the limit of 1h"},
+		{name: "connection age below a second", args: []string{"-max-connection-age=500ms"}, wantErr: "-max-connection-age 500ms: below a second, which package keepalive refuses"},
+		{name: "connection age above the limit", args: []string{"-max-connection-age=2h"}, wantErr: "-max-connection-age 2h0m0s: above the limit of 1h"},
 		{name: "malformed duration", args: []string{"-grace=soon"}, wantErr: `invalid value "soon" for flag -grace: not a duration, want a number and a unit, e.g. 500ms, 10s or 1m30s, at most 1h`},
 		{name: "duration without a unit", args: []string{"-readiness-delay", "10"}, wantErr: `invalid value "10" for flag -readiness-delay: missing unit, want e.g. 10s`},
 		{name: "fraction without a unit", args: []string{"-grace=1.5"}, wantErr: "missing unit, want e.g. 1.5s"},
