@@ -40,9 +40,10 @@
 // say why, before the server serves, while the server it replaced still
 // drains, as PID 1 (a container's first process, whose exit would kill
 // the successor), and as the one child of a container's init (docker run
-// --init, tini, dumb-init), whose exit ends the container too. A successor stopped while the server it replaced still
-// drains exits only after it. See upgrade.go for a second SIGHUP, and
-// SIGTERM, during an upgrade.
+// --init, tini, dumb-init), whose exit ends the container too. A
+// successor stopped while the server it replaced still drains exits only
+// after it. See upgrade.go for a second SIGHUP, and SIGTERM, during an
+// upgrade.
 //
 // Durations need a unit (10s, not 10) and are at most 1h. -h prints the
 // usage on standard output.
