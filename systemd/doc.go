@@ -47,25 +47,26 @@
 //
 // An upgrade hands the service over to its successor by systemd's rules
 // (src/core/service.c): when the main process exits outside a stop and no
-// other main process was announced, systemd stops the unit, every process
-// in it included; it reads queued notifications before it handles the
-// exit; and under NotifyAccess=main it drops the messages of every other
-// process. So the old process, still the main one, sends HandOver's
-// MAINPID= of the successor with READY=1 before it begins to drain: systemd
-// follows the successor under NotifyAccess=main as under NotifyAccess=all,
-// whatever the timing of the old process's exit. The successor sends
-// nothing before (examples/server calls Ready only in a process that
-// replaced none, or whose parent, of an older version, cannot hand over:
-// upgrade.Upgrader.ParentLearnsPID is false). After HandOver the Notifier of the old process falls
-// silent: its STOPPING=1 would otherwise stop the unit that the successor
-// now serves.
+// other main process was announced, systemd stops the unit, every process in
+// it included; it reads queued notifications before it handles the exit; and
+// under NotifyAccess=main it drops the messages of every other process. So
+// the old process, still the main one, sends HandOver's MAINPID= of the
+// successor with READY=1 before it begins to drain: systemd follows the
+// successor under NotifyAccess=main as under NotifyAccess=all, whatever the
+// timing of the old process's exit. The successor sends nothing before
+// (examples/server calls Ready only in a process that replaced none, or
+// whose parent, of an older version, cannot hand over:
+// upgrade.Upgrader.ParentLearnsPID is false). After HandOver the Notifier of
+// the old process falls silent: its STOPPING=1 would otherwise stop the unit
+// that the successor now serves.
 //
 // A message waits for room on NOTIFY_SOCKET for at most a second (that of
-// HandOver for ten), and a message of the drain (OnStop) for at most half
-// of what remains of its call's time: a datagram socket whose reader has stopped reading (a
-// service manager busy elsewhere) takes a few datagrams and then makes
-// every sender wait, which go-systemd's SdNotify does without a bound, so
-// that a reload, a drain or the exit behind them would wait for ever.
+// HandOver for ten), and a message of the drain (OnStop) for at most half of
+// what remains of its call's time: a datagram socket whose reader has
+// stopped reading (a service manager busy elsewhere) takes a few datagrams
+// and then makes every sender wait, which go-systemd's SdNotify does without
+// a bound, so that a reload, a drain or the exit behind them would wait for
+// ever.
 //
 // A message that cannot be sent during a drain (OnStop) goes to the
 // function given by WithErrorHandler and never changes the drain's result:

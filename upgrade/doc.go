@@ -76,8 +76,9 @@
 // An upgrade is not needed there: a rollout starts new pods beside the old
 // ones, and the drain's readiness delay moves traffic between them. Nor is
 // it to be used: the server is usually the first process of its container,
-// whose exit ends the container, the successor with it: Upgrade refuses
-// with ErrPID1 or ErrContainerInit there. The Upgrader does nothing unless Upgrade is called.
+// whose exit ends the container, the successor with it: Upgrade refuses with
+// ErrPID1 or ErrContainerInit there. The Upgrader does nothing unless
+// Upgrade is called.
 //
 // The package never installs signal handlers and logs nothing.
 package upgrade

@@ -153,14 +153,14 @@ func TestUnitReloads(t *testing.T) {
 	}
 }
 
-// A stop during the old server's drain after a reload, with a call in
-// flight there: the call finishes, and both servers exit 0. The successor,
-// the main process, exits only after the old server: systemd's final
-// SIGTERM, sent when the main process exits, would be the old server's
-// second signal, forcing its drain. The readiness delay keeps the
-// successor's own drain longer than drain.SignalRepeatWindow, so that the
-// final SIGTERM could not pass for the stop's, delivered twice. A reload while the old server drains is
-// refused, with a record and a status line that say why.
+// A stop during the old server's drain after a reload, with a call in flight
+// there: the call finishes, and both servers exit 0. The successor, the main
+// process, exits only after the old server: systemd's final SIGTERM, sent
+// when the main process exits, would be the old server's second signal,
+// forcing its drain. The readiness delay keeps the successor's own drain
+// longer than drain.SignalRepeatWindow, so that the final SIGTERM could not
+// pass for the stop's, delivered twice. A reload while the old server drains
+// is refused, with a record and a status line that say why.
 func TestUnitStopDuringUpgradeDrain(t *testing.T) {
 	const sleep = 3 * time.Second
 	u := newFakeUnit(t, unitConfig{access: "all", args: []string{"-db", dbPath(t), "-addr", "127.0.0.1:1",

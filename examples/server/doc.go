@@ -50,10 +50,11 @@
 //
 // It logs to standard error: "serving", with the address actually listened
 // on in "addr", where the listener came from in "listener" ("systemd",
-// "listen" or "upgrade") and the process ID in "pid", once it accepts connections and handles signals (a signal
-// sent before may kill it outright); then, on a signal, one "drain phase"
-// record per phase and a "drain finished" record with the report; and last
-// an "exit" record with the exit status.
+// "listen" or "upgrade") and the process ID in "pid", once it accepts
+// connections and handles signals (a signal sent before may kill it
+// outright); then, on a signal, one "drain phase" record per phase and a
+// "drain finished" record with the report; and last an "exit" record with
+// the exit status.
 //
 // Before it serves, it listens, then opens its database and writes to it:
 // a port in use, a missing directory or a database it cannot write is an
