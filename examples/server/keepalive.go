@@ -18,9 +18,15 @@ import (
 // renewal cuts what a drain would; below a second, which keepalive refuses,
 // it is the drain's alone.
 func keepaliveOptions(t *interceptors.Tracker, grace, maxAge time.Duration) []grpc.ServerOption {
+	return keepalive.ServerOptions(keepaliveSettings(t, grace, maxAge)...)
+}
+
+// keepaliveSettings returns the options of package keepalive that
+// keepaliveOptions gives it.
+func keepaliveSettings(t *interceptors.Tracker, grace, maxAge time.Duration) []keepalive.Option {
 	opts := []keepalive.Option{keepalive.WithMaxConnectionAge(maxAge), keepalive.WithTracker(t)}
 	if grace >= time.Second {
 		opts = append(opts, keepalive.WithGracePeriod(grace))
 	}
-	return keepalive.ServerOptions(opts...)
+	return opts
 }
