@@ -90,37 +90,29 @@ func Retiring(ctx context.Context) <-chan struct{} {
 type retireKey struct{}
 
 // retirementStatus returns the status of a stream retired for cause,
-// ErrStreamAge or ErrConnectionAge, or nil for any other cause.
-func retirementStatus(cause error) *status.Status {
-	var why string
-	switch cause {
-	case ErrStreamAge:
-		why = RetiredStreamAge
-	case ErrConnectionAge:
-		why = RetiredConnectionAge
-	default:
-		return nil
-	}
+// ErrStreamAge or ErrConnectionAge, whose MetadataRetired is why.
+func retirementStatus(cause error, why string) *status.Status {
 	info := errorInfo(ReasonShuttingDown, HandlerCancelled)
 	info.Metadata[MetadataRetired] = why
 	return status.FromProto(&spb.Status{Code: int32(codes.Unavailable), Message: cause.Error(), Details: mustDetails(info)})
 }
 
-// The statuses of retired streams, built once; status.FromProto copies
-// them for each use.
+// The statuses of retired streams, built once: a status cannot be changed,
+// and one serves every stream retired for the same cause, as the status of
+// a drain serves all the calls it cancels.
 var (
-	streamAgeStatus     = retirementStatus(ErrStreamAge)
-	connectionAgeStatus = retirementStatus(ErrConnectionAge)
+	streamAgeStatus     = retirementStatus(ErrStreamAge, RetiredStreamAge)
+	connectionAgeStatus = retirementStatus(ErrConnectionAge, RetiredConnectionAge)
 )
 
-// retiredStatus returns a copy of the status of a stream retired for cause,
-// or nil if cause is not a retirement's.
+// retiredStatus returns the status of a stream retired for cause, or nil
+// if cause is not a retirement's.
 func retiredStatus(cause error) *status.Status {
 	switch cause {
 	case ErrStreamAge:
-		return status.FromProto(streamAgeStatus.Proto())
+		return streamAgeStatus
 	case ErrConnectionAge:
-		return status.FromProto(connectionAgeStatus.Proto())
+		return connectionAgeStatus
 	}
 	return nil
 }
