@@ -90,7 +90,7 @@ func TestCancelCauseOfHandlerBlockedInRecv(t *testing.T) {
 				if _, err := stream.Recv(); err == nil {
 					t.Errorf("client Recv() after %s = nil, want an error", cancel.name)
 				}
-				waitFor(t, "the handler to return", func() bool { return tr.InFlight() == 0 })
+				waitIdle(t, tr, "the handler to return")
 			})
 		}
 	}
@@ -176,7 +176,7 @@ func TestCancelEndsStreamsInTheOrderTheyBegan(t *testing.T) {
 	for range streams {
 		<-causes
 	}
-	waitFor(t, "every handler to return", func() bool { return tr.InFlight() == 0 })
+	waitIdle(t, tr, "every handler to return")
 	order.mu.Lock()
 	got := slices.Clone(order.names)
 	order.mu.Unlock()
@@ -309,7 +309,7 @@ func TestCancelAllDuringAnotherCancellation(t *testing.T) {
 	}
 	<-unaryDone
 	<-unaryDone
-	waitFor(t, "every handler to return", func() bool { return tr.InFlight() == 0 })
+	waitIdle(t, tr, "every handler to return")
 }
 
 // windowService's handlers wait until their context ends or ret is
@@ -408,7 +408,7 @@ func TestCallsReturningAsTheyAreCancelled(t *testing.T) {
 		t.Errorf("CancelAll() = %d, want 3", n)
 	}
 	<-causes
-	waitFor(t, "every handler to return", func() bool { return tr.InFlight() == 0 })
+	waitIdle(t, tr, "every handler to return")
 }
 
 func receiveString(t *testing.T, ch <-chan string) string {

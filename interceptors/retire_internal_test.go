@@ -100,11 +100,7 @@ func TestRetirementAsHandlerReturns(t *testing.T) {
 	if s.Code() != codes.Unavailable || retired != RetiredStreamAge {
 		t.Errorf("client Recv() = %v (retired %q), want codes.Unavailable retired %q", err, retired, RetiredStreamAge)
 	}
-	deadline := time.Now().Add(internalTestTimeout)
-	for tr.InFlight() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("InFlight() = %d after %v, want 0", tr.InFlight(), internalTestTimeout)
-		}
-		time.Sleep(time.Millisecond) // polls a condition
+	if err := tr.Wait(ctx); err != nil {
+		t.Fatalf("Wait() = %v, InFlight() = %d, want 0", err, tr.InFlight())
 	}
 }

@@ -25,6 +25,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// waitIdle waits, with Tracker.Wait, until no handler of tr is running,
+// for statusTestTimeout at the most.
+func waitIdle(t *testing.T, tr *interceptors.Tracker, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), statusTestTimeout)
+	defer cancel()
+	if err := tr.Wait(ctx); err != nil {
+		t.Fatalf("%s: Wait() = %v after %v, InFlight() = %d", what, err, statusTestTimeout, tr.InFlight())
+	}
+}
+
 func methods(tr *interceptors.Tracker) []string {
 	var ms []string
 	for _, c := range tr.Calls() {
@@ -158,7 +169,7 @@ func TestTrackerDeadlines(t *testing.T) {
 			case <-time.After(statusTestTimeout):
 				t.Fatalf("call still running after %v, want it ended at the Tracker's deadline of %v", statusTestTimeout, d)
 			}
-			waitFor(t, "the handler to return", func() bool { return tr.InFlight() == 0 })
+			waitIdle(t, tr, "the handler to return")
 		})
 	}
 }
@@ -187,7 +198,7 @@ func TestTrackerManyCalls(t *testing.T) {
 	for i := 1; i < calls; i += 2 {
 		cancels[i]()
 	}
-	waitFor(t, "every handler to return", func() bool { return tr.InFlight() == 0 })
+	waitIdle(t, tr, "every handler to return")
 	if got := tr.Calls(); len(got) != 0 {
 		t.Fatalf("Calls() = %d calls with none running, want none", len(got))
 	}
