@@ -2,17 +2,16 @@ package interceptors_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
 
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/internal/servetest"
 )
 
 // noticeService's FullDuplexCall does what Retiring's documentation asks
@@ -43,7 +42,9 @@ func TestHandlerReturnsOnRetiringNotice(t *testing.T) {
 	for _, ret := range []error{nil, status.Error(codes.Internal, "bye")} {
 		t.Run(status.Code(ret).String(), func(t *testing.T) {
 			tr := interceptors.NewTracker(interceptors.WithLongLived(duplexMethod), interceptors.WithMaxStreamAge(time.Second))
-			c := serveNotice(t, tr, noticeService{ret: ret})
+			srv := grpc.NewServer(tr.ServerOptions()...)
+			testgrpc.RegisterTestServiceServer(srv, noticeService{ret: ret})
+			c := testgrpc.NewTestServiceClient(servetest.Serve(t, srv, false))
 			ctx, cancel := context.WithTimeout(context.Background(), statusTestTimeout)
 			defer cancel()
 			stream, err := c.FullDuplexCall(ctx)
@@ -59,28 +60,4 @@ func TestHandlerReturnsOnRetiringNotice(t *testing.T) {
 			}
 		})
 	}
-}
-
-// serveNotice serves svc, tracked by tr, on a loopback TCP port and
-// returns a client of it.
-func serveNotice(t *testing.T, tr *interceptors.Tracker, svc noticeService) testgrpc.TestServiceClient {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("net.Listen() = %v", err)
-	}
-	srv := grpc.NewServer(tr.ServerOptions()...)
-	testgrpc.RegisterTestServiceServer(srv, svc)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		srv.Stop()
-		<-served
-	})
-	return testgrpc.NewTestServiceClient(cc)
 }
