@@ -55,7 +55,7 @@ type Tracker struct {
 
 	servedHTTP atomic.Bool // a call has arrived through ServeHTTP
 
-	watch ageWatch // the connections seen by Credentials; see age.go
+	watch ageWatch // the connections wrapped by Credentials
 
 	shards [numShards]shard
 }
