@@ -119,6 +119,14 @@ func TestCredentialsForgetClosedConnections(t *testing.T) {
 			t.Fatalf("connection not ready: %v", ctx.Err())
 		}
 	}
+	// The grpc client's connection is open, its handshake done: the
+	// Tracker must know it, or the check below proves nothing.
+	tr.watch.mu.RLock()
+	open := len(tr.watch.conns)
+	tr.watch.mu.RUnlock()
+	if open == 0 {
+		t.Errorf("the Tracker knows no connection while a client is connected, want at least 1")
+	}
 	cc.Close()
 	srv.Stop()
 	<-served
