@@ -82,6 +82,7 @@ func TestRelayedMarksAreOverridden(t *testing.T) {
 		{name: "stream, refusal relayed", next: refusingClient, stream: true},
 		{name: "stream, fresh status, refusal's trailer relayed", next: refusingClient, fresh: true, stream: true},
 		{name: "stream, cancellation relayed", next: cancellingClient, cancel: true, stream: true},
+		{name: "stream, fresh status, cancellation's trailer relayed", next: cancellingClient, cancel: true, fresh: true, stream: true},
 	}
 	for _, serveHTTP := range []bool{false, true} {
 		for _, tt := range tests {
