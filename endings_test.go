@@ -144,6 +144,18 @@ func (o *stressOutcome) check(t *testing.T, id string, err error, sh *recordingS
 	}
 }
 
+// checkStats fails t if the stats handler saw an RPC end otherwise than
+// its client did, or saw an event after an RPC's End.
+func (o *stressOutcome) checkStats(t *testing.T) {
+	t.Helper()
+	if len(o.mismatched) > 0 {
+		t.Errorf("%d RPCs ended differently for their client and for the stats handler:\n%s", len(o.mismatched), first(o.mismatched, 5))
+	}
+	if o.late > 0 {
+		t.Errorf("the stats handler saw events after End in %d RPCs, want none", o.late)
+	}
+}
+
 // first returns up to n lines of l, for an error message.
 func first(l []string, n int) string {
 	if len(l) > n {
@@ -264,12 +276,7 @@ func TestEndingStress(t *testing.T) {
 				if len(o.malformed) > 0 {
 					t.Errorf("%d RPCs ended neither OK nor with the Tracker's status:\n%s", len(o.malformed), first(o.malformed, 5))
 				}
-				if len(o.mismatched) > 0 {
-					t.Errorf("%d RPCs ended differently for their client and for the stats handler:\n%s", len(o.mismatched), first(o.mismatched, 5))
-				}
-				if o.late > 0 {
-					t.Errorf("the stats handler saw events after End in %d RPCs, want none", o.late)
-				}
+				o.checkStats(t)
 				if n := lost.Load(); n > 0 {
 					t.Errorf("%d RPCs ended OK without the trailer their handler set", n)
 				}
@@ -331,12 +338,7 @@ func TestEndingWaitingStress(t *testing.T) {
 			if o.unavailable != len(errs) {
 				t.Errorf("%d of %d streams ended with the Tracker's status, want all:\n%s", o.unavailable, len(errs), first(o.malformed, 5))
 			}
-			if len(o.mismatched) > 0 {
-				t.Errorf("%d RPCs ended differently for their client and for the stats handler:\n%s", len(o.mismatched), first(o.mismatched, 5))
-			}
-			if o.late > 0 {
-				t.Errorf("the stats handler saw events after End in %d RPCs, want none", o.late)
-			}
+			o.checkStats(t)
 			// A bidi handler runs at once, and sets its trailer first.
 			if n := lost.Load(); n > 0 {
 				t.Errorf("%d RPCs lost the trailer their handler set first", n)
@@ -419,9 +421,7 @@ func TestFirstSendStress(t *testing.T) {
 	if len(o.malformed) > 0 {
 		t.Errorf("%d RPCs ended neither OK nor with the Tracker's status:\n%s", len(o.malformed), first(o.malformed, 5))
 	}
-	if len(o.mismatched) > 0 {
-		t.Errorf("%d RPCs ended differently for their client and for the stats handler:\n%s", len(o.mismatched), first(o.mismatched, 5))
-	}
+	o.checkStats(t)
 	if o.unavailable == 0 {
 		t.Errorf("no stream was ended by CancelAll: the stress tried nothing")
 	}
