@@ -3,19 +3,17 @@ package interceptors_test
 import (
 	"context"
 	"errors"
-	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/drainkit/drainkit/interceptors"
+	"github.com/drainkit/drainkit/internal/servetest"
 )
 
 // statusTestTimeout bounds every wait of the status tests.
@@ -64,26 +62,12 @@ func (s *blockingService) waitStarted(t *testing.T) {
 // statusClient serves a blockingService tracked by tr over bufconn.
 func statusClient(t *testing.T, tr *interceptors.Tracker) (testgrpc.TestServiceClient, *blockingService) {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer(
 		grpc.ChainUnaryInterceptor(tr.UnaryServerInterceptor()),
 		grpc.ChainStreamInterceptor(tr.StreamServerInterceptor()))
 	svc := &blockingService{started: make(chan struct{}, 1)}
 	testgrpc.RegisterTestServiceServer(srv, svc)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	cc, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		srv.Stop()
-		<-served
-	})
-	return testgrpc.NewTestServiceClient(cc), svc
+	return testgrpc.NewTestServiceClient(servetest.Serve(t, srv, false)), svc
 }
 
 // TestStatusDetails checks the wire format of the statuses of a server
@@ -235,47 +219,26 @@ func (s *forwardingService) UnaryCall(ctx context.Context, req *testgrpc.SimpleR
 // TestForwardedRefusalIsUnmarked calls a handler that passes on the refusal
 // of a draining server it called. Its handler ran, so its client must not
 // read the refusal's "not_run": the Tracker drops the ErrorInfo and the
-// RetryInfo, and keeps the code and the message.
+// RetryInfo, adds its HANDLER_RAN, and keeps the code and the message.
 func TestForwardedRefusalIsUnmarked(t *testing.T) {
 	down := interceptors.NewTracker()
 	down.Reject(nil)
 	next, _ := statusClient(t, down)
 
-	lis := bufconn.Listen(1 << 20)
 	up := interceptors.NewTracker()
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(up.UnaryServerInterceptor()))
 	testgrpc.RegisterTestServiceServer(srv, &forwardingService{next: next})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	cc, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		srv.Stop()
-		<-served
-	})
+	cc := servetest.Serve(t, srv, false)
 
 	// A deadline, so that a broken refusal (the downstream handler then
 	// runs and blocks) fails the test instead of hanging it.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = testgrpc.NewTestServiceClient(cc).UnaryCall(ctx, &testgrpc.SimpleRequest{})
+	_, err := testgrpc.NewTestServiceClient(cc).UnaryCall(ctx, &testgrpc.SimpleRequest{})
 	s := status.Convert(err)
 	if s.Code() != codes.Unavailable || s.Message() != interceptors.ErrShuttingDown.Error() {
 		t.Errorf("forwarded refusal = %v, want the downstream's code and message", err)
 	}
-	for _, d := range s.Details() {
-		switch d := d.(type) {
-		case *errdetails.ErrorInfo:
-			if d.GetDomain() == interceptors.ErrorInfoDomain && d.GetReason() != interceptors.ReasonHandlerRan {
-				t.Errorf("forwarded refusal carries drainkit's ErrorInfo %v, want it replaced by HANDLER_RAN", d)
-			}
-		case *errdetails.RetryInfo:
-			t.Errorf("forwarded refusal carries RetryInfo %v, want it dropped", d)
-		}
-	}
+	// The refusal's ErrorInfo and RetryInfo dropped, HANDLER_RAN added.
+	checkHandlerRan(t, err)
 }
