@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -249,14 +248,7 @@ func TestCancelEndsStreamBlockedInSend(t *testing.T) {
 func waitBlockedInSend(t *testing.T, test string) {
 	t.Helper()
 	deadline := time.Now().Add(defaultTestTimeout)
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, "(*writeQuota).get") && strings.Contains(g, "."+test+".") {
-				return
-			}
-		}
+	for servetest.Goroutines("(*writeQuota).get", "."+test+".") == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no handler of %s blocked in Send after %v", test, defaultTestTimeout)
 		}

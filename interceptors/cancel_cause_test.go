@@ -3,7 +3,6 @@ package interceptors_test
 import (
 	"context"
 	"errors"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,16 +29,7 @@ import (
 // one, for statusTestTimeout at the most.
 func waitBlockedInRecv(t *testing.T, fn string) {
 	t.Helper()
-	buf := make([]byte, 1<<20)
-	waitFor(t, fn+" blocked in Recv", func() bool {
-		n := runtime.Stack(buf, true)
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, "(*recvBufferReader).read") && strings.Contains(g, fn) {
-				return true
-			}
-		}
-		return false
-	})
+	waitFor(t, fn+" blocked in Recv", func() bool { return countBlockedInRecv(fn) > 0 })
 }
 
 // TestCancelCauseOfHandlerBlockedInRecv cancels a stream whose handler
@@ -188,15 +178,7 @@ func TestCancelEndsStreamsInTheOrderTheyBegan(t *testing.T) {
 // countBlockedInRecv counts the goroutines running fn that are blocked
 // in grpc-go's wait for a message.
 func countBlockedInRecv(fn string) int {
-	buf := make([]byte, 1<<20)
-	n := runtime.Stack(buf, true)
-	count := 0
-	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-		if strings.Contains(g, "(*recvBufferReader).read") && strings.Contains(g, fn) {
-			count++
-		}
-	}
-	return count
+	return servetest.Goroutines("(*recvBufferReader).read", fn)
 }
 
 // holdingTrailer is a server stats.Handler that holds the first trailer

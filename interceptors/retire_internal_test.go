@@ -2,8 +2,6 @@ package interceptors
 
 import (
 	"context"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -38,14 +36,7 @@ func (s *returnService) FullDuplexCall(stream testgrpc.TestService_FullDuplexCal
 func waitBlockedIn(t *testing.T, fn string) {
 	t.Helper()
 	deadline := time.Now().Add(internalTestTimeout)
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, fn) {
-				return
-			}
-		}
+	for servetest.Goroutines(fn) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("no goroutine in %s after %v", fn, internalTestTimeout)
 		}

@@ -7,6 +7,8 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"runtime"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -59,4 +61,24 @@ func Serve(t testing.TB, srv *grpc.Server, serveHTTP bool, opts ...grpc.DialOpti
 		stop()
 	})
 	return cc
+}
+
+// Goroutines counts the goroutines whose stack, as runtime.Stack prints
+// it, holds every one of parts. Tests find with it a handler blocked where
+// no event says so: in grpc-go's wait for a message
+// ("(*recvBufferReader).read") or for flow control ("(*writeQuota).get").
+func Goroutines(parts ...string) int {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	count := 0
+	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(g, p)
+		}
+		if all {
+			count++
+		}
+	}
+	return count
 }
