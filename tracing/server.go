@@ -44,9 +44,11 @@ import (
 // "drainkit.". A long-lived stream that the Tracker retires for its age or
 // its connection's (interceptors.WithMaxStreamAge, a keepalive renewal)
 // carries the same reason, with the metadata interceptors.MetadataRetired:
-// no drain ended it, and it is neither marked nor counted. A handler that
-// forwards the cancellation of another server that drains keeps the mark,
-// and is counted: that drain ended it.
+// no drain ended it, and it is neither marked nor counted. Nor is a call
+// whose handler relays the status of another server that drains: this
+// server's Tracker replaces the relayed mark with its HANDLER_RAN (see
+// package interceptors), and that server's own ServerHandler counts the
+// call its drain ended.
 //
 // It panics if h is nil or an option is nil; WithTracerProvider has no
 // effect on it (the span is the one h started).
