@@ -96,8 +96,8 @@ func TestDrainSkipDoesNotWaitForStuckHook(t *testing.T) {
 	if force == nil || !strings.Contains(force.Error(), "skipped its waits") {
 		t.Errorf("Report.NotCalled = %v, want Force not called because the drain skipped its waits", res.report.NotCalled)
 	}
-	// Cleanup waits one hook timeout for the stuck hook; Force waited
-	// another before.
+	// Cleanup waits one hook timeout for the stuck hook; had Force waited
+	// for it too, the drain would take two.
 	if took >= hookTimeout*3/2 {
 		t.Errorf("Drain returned %v after its context ended, want about one hook timeout (%v)", took, hookTimeout)
 	}

@@ -12,12 +12,13 @@ import (
 )
 
 // ErrHookNotCalled is wrapped by the HookError of a call the drain did not
-// make, listed in Report.NotCalled (not returned by Drain), because the hook could no longer handle its event in time: the
-// event came after the time the drain gives the events before Cleanup (the
-// longest its waits can take, from its start), or the hook's call for an
-// earlier event had still not returned when this call's time ran out. A
-// hook never gets an event late, or while it handles another: it misses
-// it, and the drain says so.
+// make, listed in Report.NotCalled (not returned by Drain), because the
+// hook could no longer handle its event in time: the event came after the
+// time the drain gives the events before Cleanup (the longest its waits
+// can take, from its start), or the hook's call for an earlier event had
+// still not returned when this call's time ran out. A hook never gets an
+// event late, or while it handles another: it misses it, and the drain
+// says so.
 var ErrHookNotCalled = errors.New("not called")
 
 // A HookError is the error of one hook call. It unwraps to the hook's own
@@ -113,9 +114,9 @@ func (h *hookRunner) send(p stophook.Phase, r *Report, inFlight int) <-chan stru
 }
 
 // finish waits for the hooks to handle every event sent and returns their
-// errors, and the calls it did not make. Every call, and every wait for a hook still busy, is bounded by
-// the hook timeout, and those for events before Cleanup by the cutoff too,
-// so finish is bounded as Budget says.
+// errors, and the calls it did not make. Every call, and every wait for a
+// hook still busy, is bounded by the hook timeout, and those for events
+// before Cleanup by the cutoff too, so finish is bounded as Budget says.
 func (h *hookRunner) finish() (errs, missed []error) {
 	close(h.events)
 	<-h.done
@@ -141,8 +142,8 @@ func (h *hookRunner) run() {
 // hook timeout from now, and, for an event before Cleanup, ends at the
 // cutoff at the latest. If the hook's previous call is still running, the
 // call waits for it within that time, and for an event before Cleanup not
-// past the drain's skip. A call left with no time is not made,
-// but for Cleanup, which is made whenever the hook is free.
+// past the drain's skip. A call left with no time is not made, but for
+// Cleanup, which is made whenever the hook is free.
 // The call's context ends with its time, and, for a call running when the
 // drain skips its waits, then: calls made after the skip get their whole
 // time. A call whose context ends is left to return on its own.

@@ -69,9 +69,9 @@ func notCalled(t *testing.T, r drain.Report, err error, name string) []stophook.
 // TestHooksSeePhasesInOrder runs 100 drains of each kind, with a hook that
 // blocks until its context ends and one that returns at once, registered in
 // either order: a hook is never called for an event while it handles
-// another, nor out of phase order; every
-// phase the drain went through reaches each hook, or the report says the
-// hook was not called for it (and Drain's error does not); and Cleanup always reaches every hook.
+// another, nor out of phase order; every phase the drain went through
+// reaches each hook, or the report says the hook was not called for it
+// (and Drain's error does not); and Cleanup always reaches every hook.
 func TestHooksSeePhasesInOrder(t *testing.T) {
 	const drains = 100
 	short := 10 * time.Millisecond
