@@ -5,9 +5,10 @@
 // four pieces, each optional:
 //
 //   - ServerOption installs otelgrpc's stats handler on a grpc.Server: a span
-//     and a duration measurement per RPC; wrapped by ServerHandler, it marks
-//     the spans of the RPCs a drain ended (drainkit.drain.ended) and counts
-//     them, so that a drain does not read as an outage.
+//     and a duration measurement per RPC, wrapped by ServerHandler.
+//   - ServerHandler wraps a server's stats handler, otelgrpc's or another:
+//     it marks the spans of the RPCs a drain ended (drainkit.drain.ended)
+//     and counts them, so that a drain does not read as an outage.
 //   - Hook returns a stophook.Hook to give a drain, which records it as the
 //     span "drainkit.drain" with the children "drain.NotReady",
 //     "drain.Graceful", "drain.Cancel", "drain.Force" and "drain.Cleanup",
