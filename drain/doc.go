@@ -44,10 +44,12 @@
 //     (Report.Forced, ErrForced) only if Stop cut handlers or left them
 //     running: when every handler has returned but GracefulStop still
 //     waits on a connection whose client never acknowledged GOAWAY, or
-//     when the waits were skipped on an idle server, Stop cuts no handler
-//     and the drain is clean. (A status that grpc is still writing for a
-//     call whose handler returned a moment before may be cut with its
-//     connection; its client sees codes.Unavailable.)
+//     stopped reading a stream the drain ended (grpc writes its status
+//     after the messages queued for it, which wait for the client to
+//     read), or when the waits were skipped on an idle server, Stop cuts
+//     no handler and the drain is clean. (A status that grpc is still
+//     writing for a call whose handler returned a moment before may be cut
+//     with its connection; its client sees codes.Unavailable.)
 //  5. Cleanup: the hooks receive the Cleanup event, now that no handler
 //     uses what they close.
 //

@@ -45,7 +45,8 @@ const untrackedAfter = time.Second
 const untrackedCause = "RPCs that the Tracker does not see, most likely streams: " +
 	"install its StreamServerInterceptor as well as its UnaryServerInterceptor, " +
 	"or both at once with grpc.NewServer(t.ServerOptions()...); " +
-	"or clients that never acknowledged GOAWAY"
+	"or clients that never acknowledged GOAWAY, or that stopped reading a stream: " +
+	"its status waits behind the messages queued for it"
 
 // enterForce begins the Force phase, which cuts the RPCs still in flight
 // (cut of them); why, if not "", is why the waits were skipped. untracked,
