@@ -193,9 +193,16 @@ func (l *countingListener) Accept() (net.Conn, error) {
 // returns its listener.
 func startServer(t *testing.T, opts ...keepalive.Option) *countingListener {
 	t.Helper()
-	lis := &countingListener{Listener: bufconn.Listen(1 << 20), accepted: make(chan struct{}, 1024)}
 	srv := grpc.NewServer(keepalive.ServerOptions(opts...)...)
 	testpb.RegisterTestServiceServer(srv, testServer{})
+	return serveCounting(t, srv)
+}
+
+// serveCounting serves srv on a new countingListener, which it returns,
+// until the test ends.
+func serveCounting(t *testing.T, srv *grpc.Server) *countingListener {
+	t.Helper()
+	lis := &countingListener{Listener: bufconn.Listen(1 << 20), accepted: make(chan struct{}, 1024)}
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -493,19 +500,15 @@ func TestRenewalSparesCallsTheTrackerBounds(t *testing.T) {
 	const age, work = time.Second, 2500 * time.Millisecond
 	ctx := testContext(t)
 	tracker := interceptors.NewTracker(interceptors.WithMaxTimeout(3*time.Second), interceptors.WithStreamTimeout(3*time.Second))
-	lis := &countingListener{Listener: bufconn.Listen(1 << 20), accepted: make(chan struct{}, 1024)}
-	srv := grpc.NewServer(append(keepalive.ServerOptions(keepalive.WithMaxConnectionAge(age), keepalive.WithTracker(tracker)),
-		tracker.ServerOptions()...)...)
+	kopts := []keepalive.Option{keepalive.WithMaxConnectionAge(age), keepalive.WithTracker(tracker)}
+	// The grace is finite, the Tracker's bound and a second, not the
+	// default Infinity, under which any call would finish.
+	if sp, _ := keepalive.Parameters(kopts...); sp.MaxConnectionAgeGrace != 4*time.Second {
+		t.Fatalf("Parameters(WithTracker) grace = %v, want 4s", sp.MaxConnectionAgeGrace)
+	}
+	srv := grpc.NewServer(append(keepalive.ServerOptions(kopts...), tracker.ServerOptions()...)...)
 	testpb.RegisterTestServiceServer(srv, slowService{work: work})
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		srv.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
+	lis := serveCounting(t, srv)
 	client := newClient(t, lis)
 	if _, err := client.EmptyCall(ctx, &testpb.Empty{}); err != nil {
 		t.Fatalf("EmptyCall() = %v", err)
