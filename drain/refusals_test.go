@@ -3,6 +3,7 @@ package drain_test
 import (
 	"context"
 	"io"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -111,7 +112,7 @@ func TestDrainRefusesAtEachPhase(t *testing.T) {
 		d := drain.New(ts.srv, ts.tracker, drain.WithHooks(p), drain.WithReadinessDelay(time.Second), drain.WithGracePeriod(time.Second),
 			drain.WithCancelGrace(short), drain.WithForceWait(short), drain.WithHookTimeout(defaultTestTimeout))
 		r, _ := d.Drain(context.Background())
-		if got, want := phaseNames(r), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cancel, stophook.Force, stophook.Cleanup}; !equalPhases(got, want) {
+		if got, want := phaseNames(r), []stophook.Phase{stophook.NotReady, stophook.Graceful, stophook.Cancel, stophook.Force, stophook.Cleanup}; !slices.Equal(got, want) {
 			t.Fatalf("Drain() phases = %v, want %v", got, want)
 		}
 		u, s := p.at(t, stophook.NotReady)
@@ -138,23 +139,11 @@ func TestDrainRefusesAtEachPhase(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		r, _ := d.Drain(ctx)
-		if got, want := phaseNames(r), []stophook.Phase{stophook.NotReady, stophook.Force, stophook.Cleanup}; !equalPhases(got, want) {
+		if got, want := phaseNames(r), []stophook.Phase{stophook.NotReady, stophook.Force, stophook.Cleanup}; !slices.Equal(got, want) {
 			t.Fatalf("Drain() phases = %v, want %v", got, want)
 		}
 		if u, _ := p.at(t, stophook.Force); !refused(u) {
 			t.Errorf("at Force, Cancel skipped: unary call = %v, want refused before its handler ran", u)
 		}
 	})
-}
-
-func equalPhases(a, b []stophook.Phase) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
