@@ -35,17 +35,25 @@ func (a *attemptCounter) options() []grpc.DialOption {
 	}
 }
 
+// dialRefusing starts a backend that refuses every call and returns a
+// client of it made with DialOptions(opts...), then the counter's options,
+// then extra, and the counter of its attempts.
+func dialRefusing(t *testing.T, opts []client.Option, extra ...grpc.DialOption) (demopb.DemoClient, *attemptCounter) {
+	t.Helper()
+	b := startBackend(t, "A", false)
+	b.tracker.Reject(nil)
+	counter := &attemptCounter{}
+	dopts := append(client.DialOptions(opts...), counter.options()...)
+	return demopb.NewDemoClient(dialBackends(t, []*backend{b}, append(dopts, extra...)...)), counter
+}
+
 // TestRetryBudget makes 1,000 concurrent calls to a server that refuses
 // everything. Without a budget, each would make DefaultMax attempts; the
 // default budget allows 20% of the calls plus a reserve of 10 a second
 // over 10 seconds: at most 1,000 + 200 + 100 attempts in all.
 func TestRetryBudget(t *testing.T) {
 	const calls = 1000
-	b := startBackend(t, "A", false)
-	b.tracker.Reject(nil)
-	var counter attemptCounter
-	opts := append(client.DialOptions(), counter.options()...)
-	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+	c, counter := dialRefusing(t, nil)
 
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
@@ -80,11 +88,7 @@ func TestRetryBudget(t *testing.T) {
 // TestRetryBudgetZero checks that WithRetryBudget(0, 0) allows no retry,
 // of a unary call or of a stream.
 func TestRetryBudgetZero(t *testing.T) {
-	b := startBackend(t, "A", false)
-	b.tracker.Reject(nil)
-	var counter attemptCounter
-	opts := append(client.DialOptions(client.WithRetryBudget(0, 0), resumeWatch), counter.options()...)
-	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+	c, counter := dialRefusing(t, []client.Option{client.WithRetryBudget(0, 0), resumeWatch})
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
 	if _, err := c.Append(ctx, wrapperspb.String("x"), grpc.WaitForReady(true)); !client.IsDraining(err) {
@@ -170,8 +174,6 @@ func gaps(ts []time.Time) []time.Duration {
 // refused, make 3 attempts, not 3 for the creation and 3 more for the
 // resumption.
 func TestStreamMaxCountsCreation(t *testing.T) {
-	b := startBackend(t, "A", false)
-	b.tracker.Reject(nil)
 	var creations atomic.Int64
 	failTwice := grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		if creations.Add(1) <= 2 {
@@ -179,8 +181,7 @@ func TestStreamMaxCountsCreation(t *testing.T) {
 		}
 		return streamer(ctx, desc, cc, method, opts...)
 	})
-	opts := append(client.DialOptions(resumeWatch, client.WithMax(3), client.WithBackoff(noBackoff)), failTwice)
-	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+	c, _ := dialRefusing(t, []client.Option{resumeWatch, client.WithMax(3), client.WithBackoff(noBackoff)}, failTwice)
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
 	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
@@ -285,17 +286,13 @@ type longBackoff struct{}
 // that can wait then finds the budget's reserve whole.
 func TestRetryBudgetNotSpentWithoutRetry(t *testing.T) {
 	const reserve = 10 // WithRetryBudget(0, 1) over 10s
-	b := startBackend(t, "A", false)
-	b.tracker.Reject(nil)
-	var counter attemptCounter
 	backoff := func(ctx context.Context, _ uint) time.Duration {
 		if ctx.Value(longBackoff{}) != nil {
 			return time.Hour
 		}
 		return 0
 	}
-	opts := append(client.DialOptions(client.WithRetryBudget(0, 1), client.WithBackoff(backoff)), counter.options()...)
-	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+	c, counter := dialRefusing(t, []client.Option{client.WithRetryBudget(0, 1), client.WithBackoff(backoff)})
 
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
@@ -308,7 +305,18 @@ func TestRetryBudgetNotSpentWithoutRetry(t *testing.T) {
 	if n := counter.unary.Load(); n != 2*reserve {
 		t.Fatalf("%d calls whose backoff outlasts their deadline made %d attempts, want no retry", 2*reserve, n)
 	}
+	wantRetriesLeft(t, c, counter)
+}
+
+// wantRetriesLeft makes, with counter reset, a call that may wait to the
+// refusing server of dialRefusing, and fails the test unless it made every
+// attempt DefaultMax allows: the budget had not been spent on retries never
+// made.
+func wantRetriesLeft(t *testing.T, c demopb.DemoClient, counter *attemptCounter) {
+	t.Helper()
 	counter.unary.Store(0)
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
 	if _, err := c.Append(ctx, wrapperspb.String("x"), grpc.WaitForReady(true)); !client.IsDraining(err) {
 		t.Fatalf("Append() = %v, want the server's refusal", err)
 	}
@@ -376,16 +384,12 @@ func TestManyStreamsRideThroughDrain(t *testing.T) {
 // refused at once: it did not work, and its resumption is a retry that the
 // budget refuses, not the stream's next call.
 func TestSlowCreationIsNoWork(t *testing.T) {
-	b := startBackend(t, "A", false)
-	b.tracker.Reject(nil)
-	var counter attemptCounter
 	slow := grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		// The slowness under test, not a wait for another goroutine.
 		time.Sleep(client.ResumeReset + 100*time.Millisecond)
 		return streamer(ctx, desc, cc, method, opts...)
 	})
-	opts := append(client.DialOptions(client.WithRetryBudget(0, 0), resumeWatch), counter.options()...)
-	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, append(opts, slow)...))
+	c, counter := dialRefusing(t, []client.Option{client.WithRetryBudget(0, 0), resumeWatch}, slow)
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
 	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
@@ -406,9 +410,6 @@ func TestSlowCreationIsNoWork(t *testing.T) {
 // reserve whole.
 func TestRetryBudgetNotSpentOnCancelledWait(t *testing.T) {
 	const reserve = 10 // WithRetryBudget(0, 1) over 10s
-	b := startBackend(t, "A", false)
-	b.tracker.Reject(nil)
-	var counter attemptCounter
 	waiting := make(chan struct{}, 1)
 	backoff := func(ctx context.Context, _ uint) time.Duration {
 		if ctx.Value(longBackoff{}) != nil {
@@ -417,8 +418,7 @@ func TestRetryBudgetNotSpentOnCancelledWait(t *testing.T) {
 		}
 		return 0
 	}
-	opts := append(client.DialOptions(client.WithRetryBudget(0, 1), client.WithBackoff(backoff)), counter.options()...)
-	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+	c, counter := dialRefusing(t, []client.Option{client.WithRetryBudget(0, 1), client.WithBackoff(backoff)})
 
 	for i := range 2 * reserve {
 		ctx, cancel := context.WithCancel(context.WithValue(context.Background(), longBackoff{}, true))
@@ -436,15 +436,7 @@ func TestRetryBudgetNotSpentOnCancelledWait(t *testing.T) {
 	if n := counter.unary.Load(); n != 2*reserve {
 		t.Fatalf("%d calls cancelled while they waited to retry made %d attempts, want no retry", 2*reserve, n)
 	}
-	counter.unary.Store(0)
-	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
-	defer cancel()
-	if _, err := c.Append(ctx, wrapperspb.String("x"), grpc.WaitForReady(true)); !client.IsDraining(err) {
-		t.Fatalf("Append() = %v, want the server's refusal", err)
-	}
-	if n := counter.unary.Load(); n != client.DefaultMax {
-		t.Errorf("a call that may wait made %d attempts, want %d: the budget was spent on retries never made", n, client.DefaultMax)
-	}
+	wantRetriesLeft(t, c, counter)
 }
 
 // TestLateReadRefusalIsNoWork opens a resumable Watch, with no retry
@@ -453,11 +445,7 @@ func TestRetryBudgetNotSpentOnCancelledWait(t *testing.T) {
 // it did no work, however late its refusal was read, and its resumption is
 // a retry that the budget refuses, not the stream's next call.
 func TestLateReadRefusalIsNoWork(t *testing.T) {
-	b := startBackend(t, "A", false)
-	b.tracker.Reject(nil)
-	var counter attemptCounter
-	opts := append(client.DialOptions(client.WithRetryBudget(0, 0), resumeWatch), counter.options()...)
-	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+	c, counter := dialRefusing(t, []client.Option{client.WithRetryBudget(0, 0), resumeWatch})
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
 	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
