@@ -161,27 +161,36 @@ func (r *records) all() []slog.Record {
 	return slices.Clone(r.recs)
 }
 
-func TestWatchdog(t *testing.T) {
-	const after = 300 * time.Millisecond
-	silent := silentListener(t)
-	rec := &records{got: make(chan struct{}, 16)}
+// runWatchdog runs a Watchdog that looks every 20ms and reports conns stuck
+// for after into the records it returns. stop ends it and waits for Run to
+// return; it is also called at the end of the test.
+func runWatchdog(t *testing.T, after time.Duration) (rec *records, stop func()) {
+	t.Helper()
+	rec = &records{got: make(chan struct{}, 16)}
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
 		client.Watchdog{Logger: slog.New(rec), Interval: 20 * time.Millisecond, After: after}.Run(ctx)
 	}()
-	defer func() {
+	stop = func() {
 		cancel()
 		<-stopped
-	}()
+	}
+	t.Cleanup(stop)
+	return rec, stop
+}
+
+func TestWatchdog(t *testing.T) {
+	const after = 300 * time.Millisecond
+	silent := silentListener(t)
+	rec, stop := runWatchdog(t, after)
 
 	stuckConstructor(t, silent)
 	receive(t, rec.got, "watchdog record")
 	// Let the watchdog look again, many times, at the same episode.
 	waitStuck(t, 5*after, silent)
-	cancel()
-	<-stopped
+	stop()
 	recs := rec.all()
 	if len(recs) != 1 {
 		t.Fatalf("watchdog logged %d records, want 1 for one episode", len(recs))
@@ -237,17 +246,7 @@ func TestWatchdogEpisodes(t *testing.T) {
 	addr := lis.Addr().String()
 	lis.Close() // nothing listens: connections are refused
 
-	rec := &records{got: make(chan struct{}, 16)}
-	ctx, cancel := context.WithCancel(context.Background())
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		client.Watchdog{Logger: slog.New(rec), Interval: 20 * time.Millisecond, After: after}.Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-stopped
-	}()
+	rec, stop := runWatchdog(t, after)
 	cc := stuckConstructor(t, addr)
 	receive(t, rec.got, "first watchdog record")
 
@@ -282,8 +281,7 @@ func TestWatchdogEpisodes(t *testing.T) {
 	}
 	cc.Connect()
 	receive(t, rec.got, "second watchdog record")
-	cancel()
-	<-stopped
+	stop()
 	if n := len(rec.all()); n != 2 {
 		t.Errorf("watchdog logged %d records for two episodes, want 2", n)
 	}
