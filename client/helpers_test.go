@@ -184,7 +184,13 @@ type backend struct {
 // hold is service.hold; opts are added after the Tracker's.
 func startBackend(t *testing.T, name string, hold bool, opts ...grpc.ServerOption) *backend {
 	t.Helper()
-	tr := interceptors.NewTracker(interceptors.WithLongLived(watchMethod, chatMethod))
+	return serveBackend(t, name, interceptors.NewTracker(interceptors.WithLongLived(watchMethod, chatMethod)), hold, opts...)
+}
+
+// serveBackend starts a backend named name with the Tracker tr, stopped at
+// the end of the test. hold is service.hold; opts are added after tr's.
+func serveBackend(t *testing.T, name string, tr *interceptors.Tracker, hold bool, opts ...grpc.ServerOption) *backend {
+	t.Helper()
 	b := &backend{
 		name:    name,
 		tracker: tr,
@@ -193,9 +199,7 @@ func startBackend(t *testing.T, name string, hold bool, opts ...grpc.ServerOptio
 		// The test's interceptors come first, outside the Tracker: a
 		// refusal they make stands for one made before any handler ran,
 		// which the Tracker would unmark if a handler returned it.
-		srv: grpc.NewServer(append(opts,
-			grpc.ChainUnaryInterceptor(tr.UnaryServerInterceptor()),
-			grpc.ChainStreamInterceptor(tr.StreamServerInterceptor()))...),
+		srv: grpc.NewServer(append(opts, tr.ServerOptions()...)...),
 	}
 	demopb.RegisterDemoServer(b.srv, b.svc)
 	served := make(chan error, 1)
@@ -212,15 +216,25 @@ func startBackend(t *testing.T, name string, hold bool, opts ...grpc.ServerOptio
 // closed at the end of the test.
 func dialBackends(t *testing.T, backends []*backend, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
-	byAddr := map[string]*backend{}
 	var addrs []resolver.Address
 	for _, b := range backends {
-		byAddr[b.name] = b
 		addrs = append(addrs, resolver.Address{Addr: b.name})
 	}
 	r := manual.NewBuilderWithScheme("backends")
 	r.InitialState(resolver.State{Addresses: addrs})
-	base := []grpc.DialOption{
+	return dialBufconns(t, r, backends, opts...)
+}
+
+// dialBufconns returns a ClientConn to the backends named by r's
+// addresses, balanced round-robin, with opts (the options under test)
+// after the test's own; it is closed at the end of the test.
+func dialBufconns(t *testing.T, r *manual.Resolver, backends []*backend, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	byAddr := map[string]*backend{}
+	for _, b := range backends {
+		byAddr[b.name] = b
+	}
+	cc, err := grpc.NewClient(r.Scheme()+":///test", append([]grpc.DialOption{
 		grpc.WithResolvers(r),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -231,8 +245,7 @@ func dialBackends(t *testing.T, backends []*backend, opts ...grpc.DialOption) *g
 			}
 			return b.lis.DialContext(ctx)
 		}),
-	}
-	cc, err := grpc.NewClient("backends:///test", append(base, opts...)...)
+	}, opts...)...)
 	if err != nil {
 		t.Fatalf("grpc.NewClient() = %v", err)
 	}

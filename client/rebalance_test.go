@@ -2,20 +2,16 @@ package client_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/drainkit/drainkit/client"
@@ -168,50 +164,7 @@ func TestMaxStreamAgeSpreadsStreamsOverNewBackends(t *testing.T) {
 // after rebalanceAge, over bufconn.
 func startAgedBackend(t *testing.T, name string) *backend {
 	t.Helper()
-	tr := interceptors.NewTracker(interceptors.WithLongLived(watchMethod, chatMethod), interceptors.WithMaxStreamAge(rebalanceAge))
-	b := &backend{
-		name:    name,
-		tracker: tr,
-		lis:     bufconn.Listen(1 << 20),
-		svc:     &service{name: name, started: make(chan string, 16), runs: map[string]int{}},
-		srv:     grpc.NewServer(tr.ServerOptions()...),
-	}
-	demopb.RegisterDemoServer(b.srv, b.svc)
-	served := make(chan error, 1)
-	go func() { served <- b.srv.Serve(b.lis) }()
-	t.Cleanup(func() {
-		b.srv.Stop()
-		<-served
-	})
-	return b
-}
-
-// dialBufconns returns a ClientConn to the backends named by r's
-// addresses, balanced round-robin, with opts; it is closed at the end of
-// the test.
-func dialBufconns(t *testing.T, r *manual.Resolver, backends []*backend, opts ...grpc.DialOption) *grpc.ClientConn {
-	t.Helper()
-	byAddr := map[string]*backend{}
-	for _, b := range backends {
-		byAddr[b.name] = b
-	}
-	cc, err := grpc.NewClient(r.Scheme()+":///test", append([]grpc.DialOption{
-		grpc.WithResolvers(r),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-			b, ok := byAddr[addr]
-			if !ok {
-				return nil, errors.New("no backend " + addr)
-			}
-			return b.lis.DialContext(ctx)
-		}),
-	}, opts...)...)
-	if err != nil {
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	t.Cleanup(func() { cc.Close() })
-	return cc
+	return serveBackend(t, name, interceptors.NewTracker(interceptors.WithLongLived(watchMethod, chatMethod), interceptors.WithMaxStreamAge(rebalanceAge)), false)
 }
 
 // watching returns the number of Watch handlers running on b.
