@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -24,31 +23,14 @@ import (
 func TestYoungRetirementsAreCounted(t *testing.T) {
 	const maxAttempts = 3
 	tr := interceptors.NewTracker(interceptors.WithLongLived(watchMethod))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("net.Listen() = %v", err)
-	}
-	svc := &service{name: "aged", started: make(chan string, 16), runs: map[string]int{}}
-	srv := grpc.NewServer(append(tr.ServerOptions(),
+	b := serveBackend(t, "aged", tr, false,
 		grpc.Creds(tr.Credentials(insecure.NewCredentials())),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 5 * time.Millisecond, MaxConnectionAgeGrace: time.Minute}))...)
-	demopb.RegisterDemoServer(srv, svc)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() {
-		srv.Stop()
-		<-served
-	}()
-	cc, err := grpc.NewClient(lis.Addr().String(), append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		client.DialOptions(resumeWatch, client.WithMax(maxAttempts))...)...)
-	if err != nil {
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
-	defer cc.Close()
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 5 * time.Millisecond, MaxConnectionAgeGrace: time.Minute}))
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, client.DialOptions(resumeWatch, client.WithMax(maxAttempts))...))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	stream, err := demopb.NewDemoClient(cc).Watch(ctx, &demopb.WatchRequest{})
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{})
 	if err != nil {
 		t.Fatalf("Watch() = %v", err)
 	}
@@ -60,7 +42,7 @@ func TestYoungRetirementsAreCounted(t *testing.T) {
 	if !client.IsDraining(err) {
 		t.Errorf("Recv() = %v, want the last retirement", err)
 	}
-	if n := svc.count(watchMethod); n > maxAttempts {
+	if n := b.svc.count(watchMethod); n > maxAttempts {
 		t.Errorf("Watch ran %d times, want at most WithMax(%d)", n, maxAttempts)
 	}
 }
