@@ -78,8 +78,9 @@ func (o *options) unary(ctx context.Context, fullMethod string, req, reply any, 
 // the deadline, or because ctx ended, takes nothing from the budget. With
 // call true, the new attempt is the next call of a stream that worked (see
 // resume): it deposits in the budget, as a new call does, instead of
-// withdrawing. With moved true, the failed attempt was retired by its
-// server after it lived (see resume): the new attempt takes nothing.
+// withdrawing. With moved true (and call false), the failed attempt was
+// retired by its server after it lived (see resume): the new attempt takes
+// nothing.
 func (o *options) retry(ctx context.Context, attempt uint, delay time.Duration, err error, call, moved bool) (stop bool, ctxErr error) {
 	d, ok := o.pause(ctx, attempt, delay)
 	if !ok {

@@ -205,7 +205,7 @@ func (s *serverStream) resume(m any, err error) error {
 		if !mo.retryable(out, s.last != nil) {
 			return err
 		}
-		if stop, ctxErr := s.o.retry(s.ctx, s.attempts, delay, err, worked, moved && !worked); stop {
+		if stop, ctxErr := s.o.retry(s.ctx, s.attempts, delay, err, worked, moved); stop {
 			if ctxErr != nil {
 				return ctxErr
 			}
