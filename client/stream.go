@@ -173,15 +173,16 @@ func (s *serverStream) resume(m any, err error) error {
 	// The options of the method are looked up only now: a stream that
 	// never fails does not pay for it.
 	mo := s.o.methods[s.method]
-	// worked: the attempt that failed had stayed open for ResumeReset or
-	// more, with messages or quiet, and was not refused.
+	// lived: how long the attempt that failed had stayed open; 0 for one
+	// that could not be opened.
 	lived := time.Since(s.opened)
-	worked := lived >= ResumeReset
 	for {
 		out, delay := classify(err)
-		// A refused attempt did no work, however long ago it was opened:
-		// its refusal may have waited for a caller busy elsewhere.
-		worked = worked && out != refused
+		// worked: the attempt had stayed open for ResumeReset or more,
+		// with messages or quiet, and was not refused. A refused attempt
+		// did no work, however long ago it was opened: its refusal may
+		// have waited for a caller busy elsewhere.
+		worked := lived >= ResumeReset && out != refused
 		// moved: its server retired it after it lived. A younger
 		// retirement, from a connection age of milliseconds or a stream
 		// that arrived on a connection just aged, is a failure like any
@@ -214,7 +215,7 @@ func (s *serverStream) resume(m any, err error) error {
 		s.attempts++
 		cs, openErr := s.reopen(mo.rewrite)
 		if openErr != nil {
-			err, worked, lived = openErr, false, 0
+			err, lived = openErr, 0
 			continue
 		}
 		s.opened = time.Now()
@@ -229,7 +230,6 @@ func (s *serverStream) resume(m any, err error) error {
 			return err
 		}
 		lived = time.Since(s.opened)
-		worked = lived >= ResumeReset
 	}
 }
 
