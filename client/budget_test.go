@@ -196,6 +196,44 @@ func TestStreamMaxCountsCreation(t *testing.T) {
 	}
 }
 
+// TestResumeFailedReopensAreCounted holds a quiet resumable Watch for
+// longer than ResumeReset and has a drain cancel it; every reopening then
+// fails, as against a server gone. The attempt that worked restarts the
+// count once, not at each failed reopening: with WithMax(3) the stream
+// makes two more attempts and ends with the last one's error, instead of
+// being reopened without end.
+func TestResumeFailedReopensAreCounted(t *testing.T) {
+	b := startBackend(t, "A", true)
+	var creations atomic.Int64
+	failReopens := grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if creations.Add(1) > 1 {
+			return nil, errUnavailable
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	})
+	opts := append(client.DialOptions(resumeWatch, client.WithMax(3), client.WithBackoff(noBackoff)), failReopens)
+	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, opts...))
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	receive(t, b.svc.started, "Watch handler")
+	// The attempt must have stayed open for ResumeReset: that is the
+	// behaviour under test, not a wait for another goroutine.
+	time.Sleep(client.ResumeReset + 100*time.Millisecond)
+	if n := b.tracker.CancelAll(nil); n != 1 {
+		t.Fatalf("CancelAll() = %d, want 1 Watch", n)
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable || client.IsDraining(err) {
+		t.Errorf("Recv() = %v, want the failed reopening's %v", err, errUnavailable)
+	}
+	if n := creations.Load(); n != 3 {
+		t.Errorf("WithMax(3): %d stream creations, want 3: the one that worked, then two reopenings that failed", n)
+	}
+}
+
 // errUnavailable is a failed connection's error: codes.Unavailable without
 // drainkit's mark.
 var errUnavailable = status.Error(codes.Unavailable, "connection refused")
