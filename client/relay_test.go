@@ -111,3 +111,29 @@ func TestRelayedRefusalRunsOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayedRetirementIsAFailure calls, with no retry budget, a resumable
+// Watch whose handler relays, in a fresh status and its trailer, the
+// retirement of a downstream stream that had lived past
+// interceptors.MinStreamAge. The retirement is the downstream server's,
+// not a move this server asked for: the resumption is a retry that the
+// budget refuses, and the relaying handler runs once.
+func TestRelayedRetirementIsAFailure(t *testing.T) {
+	down := serveBackend(t, "down", interceptors.NewTracker(interceptors.WithLongLived(watchMethod),
+		interceptors.WithMaxStreamAge(2*interceptors.MinStreamAge)), true)
+	svc := &relay{next: demopb.NewDemoClient(dialBackends(t, []*backend{down})), fresh: true}
+	c := demopb.NewDemoClient(serveRelay(t, svc, false,
+		client.DialOptions(resumeWatch, client.WithRetryBudget(0, 0), client.WithBackoff(noBackoff))...))
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	s, err := c.Watch(ctx, &demopb.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	if _, err := s.Recv(); status.Code(err) != codes.Unavailable || client.IsDraining(err) {
+		t.Errorf("Recv() = %v, want codes.Unavailable, not a drain of this server (IsDraining false)", err)
+	}
+	if n := svc.runs.Load(); n != 1 {
+		t.Errorf("the relaying handler ran %d times with no retry budget, want once", n)
+	}
+}
