@@ -4,7 +4,9 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -135,5 +137,54 @@ func TestRelayedRetirementIsAFailure(t *testing.T) {
 	}
 	if n := svc.runs.Load(); n != 1 {
 		t.Errorf("the relaying handler ran %d times with no retry budget, want once", n)
+	}
+}
+
+// markedWatch is a Demo service, served without a Tracker, whose Watch
+// lives past interceptors.MinStreamAge and returns err.
+type markedWatch struct {
+	demopb.UnimplementedDemoServer
+	err  error
+	runs atomic.Int64
+}
+
+func (m *markedWatch) Watch(*demopb.WatchRequest, grpc.ServerStreamingServer[timestamppb.Timestamp]) error {
+	m.runs.Add(1)
+	// The stream's age is the behaviour under test, not a wait for
+	// another goroutine.
+	time.Sleep(interceptors.MinStreamAge + 50*time.Millisecond)
+	return m.err
+}
+
+// TestRetirementBesideHandlerRanIsAFailure has a server end a resumable
+// Watch that lived past interceptors.MinStreamAge with a retirement's
+// ErrorInfo beside HANDLER_RAN, as a relayed retirement reads: no move
+// that server asked for. With no retry budget the resumption is refused,
+// and the handler runs once.
+func TestRetirementBesideHandlerRanIsAFailure(t *testing.T) {
+	st, err := status.New(codes.Unavailable, "relayed retirement").WithDetails(
+		&errdetails.ErrorInfo{Reason: interceptors.ReasonShuttingDown, Domain: interceptors.ErrorInfoDomain,
+			Metadata: map[string]string{interceptors.MetadataHandler: interceptors.HandlerRan, interceptors.MetadataRetired: interceptors.RetiredStreamAge}},
+		&errdetails.ErrorInfo{Reason: interceptors.ReasonHandlerRan, Domain: interceptors.ErrorInfoDomain,
+			Metadata: map[string]string{interceptors.MetadataHandler: interceptors.HandlerRan}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := &markedWatch{err: st.Err()}
+	srv := grpc.NewServer()
+	demopb.RegisterDemoServer(srv, svc)
+	c := demopb.NewDemoClient(servetest.Serve(t, srv, false,
+		client.DialOptions(resumeWatch, client.WithRetryBudget(0, 0), client.WithBackoff(noBackoff))...))
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	s, err := c.Watch(ctx, &demopb.WatchRequest{})
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	if _, err := s.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("Recv() = %v, want the server's codes.Unavailable", err)
+	}
+	if n := svc.runs.Load(); n != 1 {
+		t.Errorf("Watch ran %d times with no retry budget, want once", n)
 	}
 }
