@@ -89,7 +89,8 @@ func NewClient(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error)
 	}
 	pcs := make([]uintptr, maxStackDepth)
 	pcs = pcs[:runtime.Callers(2, pcs)]
-	e := &entry{cc: cc, target: target, created: time.Now(), pcs: pcs}
+	now := time.Now()
+	e := &entry{cc: cc, target: target, created: now, pcs: pcs}
 	registry.mu.Lock()
 	defer registry.mu.Unlock()
 	registry.next++
@@ -102,7 +103,7 @@ func NewClient(target string, opts ...grpc.DialOption) (*grpc.ClientConn, error)
 			registry.cursor = 0
 		}
 		old := registry.entries[registry.cursor]
-		if old.observe(time.Now()) == connectivity.Shutdown {
+		if old.observe(now) == connectivity.Shutdown {
 			removeLocked(old) // moves the last entry to the cursor
 			continue
 		}
