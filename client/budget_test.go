@@ -220,17 +220,25 @@ func TestResumeFailedReopensAreCounted(t *testing.T) {
 		t.Fatalf("Watch() = %v", err)
 	}
 	receive(t, b.svc.started, "Watch handler")
-	// The attempt must have stayed open for ResumeReset: that is the
-	// behaviour under test, not a wait for another goroutine.
-	time.Sleep(client.ResumeReset + 100*time.Millisecond)
-	if n := b.tracker.CancelAll(nil); n != 1 {
-		t.Fatalf("CancelAll() = %d, want 1 Watch", n)
-	}
+	drainWorked(t, b, 1)
 	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable || client.IsDraining(err) {
 		t.Errorf("Recv() = %v, want the failed reopening's %v", err, errUnavailable)
 	}
 	if n := creations.Load(); n != 3 {
 		t.Errorf("WithMax(3): %d stream creations, want 3: the one that worked, then two reopenings that failed", n)
+	}
+}
+
+// drainWorked lets the n Watch streams running on b stay open for
+// ResumeReset, so that they worked, then cancels them all as a drain does,
+// and fails the test unless it cancelled n.
+func drainWorked(t *testing.T, b *backend, n int) {
+	t.Helper()
+	// The streams must have stayed open for ResumeReset: that is the
+	// behaviour under test, not a wait for another goroutine.
+	time.Sleep(client.ResumeReset + 100*time.Millisecond)
+	if got := b.tracker.CancelAll(nil); got != n {
+		t.Fatalf("CancelAll() = %d, want %d Watch", got, n)
 	}
 }
 
@@ -301,12 +309,7 @@ func TestQuietResumeCountRestarts(t *testing.T) {
 	}
 	for i := range drains {
 		started(i + 1)
-		// The attempt must have stayed open for ResumeReset: that is the
-		// behaviour under test, not a wait for another goroutine.
-		time.Sleep(client.ResumeReset + 100*time.Millisecond)
-		if n := b.tracker.CancelAll(nil); n != 1 {
-			t.Fatalf("CancelAll() = %d, want 1 Watch", n)
-		}
+		drainWorked(t, b, 1)
 	}
 	started(drains + 1)
 	cancel()
@@ -391,12 +394,7 @@ func TestManyStreamsRideThroughDrain(t *testing.T) {
 	for i := range streams {
 		receive(t, b.svc.started, fmt.Sprintf("Watch handler %d", i+1))
 	}
-	// The streams must have been open for ResumeReset: that is the
-	// behaviour under test, not a wait for another goroutine.
-	time.Sleep(client.ResumeReset + 100*time.Millisecond)
-	if n := b.tracker.CancelAll(nil); n != streams {
-		t.Fatalf("CancelAll() = %d, want %d", n, streams)
-	}
+	drainWorked(t, b, streams)
 	failed := 0
 	for resumed := 0; resumed+failed < streams; {
 		select {
