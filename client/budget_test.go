@@ -50,7 +50,8 @@ func dialRefusing(t *testing.T, opts []client.Option, extra ...grpc.DialOption) 
 // TestRetryBudget makes 1,000 concurrent calls to a server that refuses
 // everything. Without a budget, each would make DefaultMax attempts; the
 // default budget allows 20% of the calls plus a reserve of 10 a second
-// over 10 seconds: at most 1,000 + 200 + 100 attempts in all.
+// over 10 seconds: at most 1,000 + 200 + 100 attempts in all, and more
+// than the reserve alone allows.
 func TestRetryBudget(t *testing.T) {
 	const calls = 1000
 	c, counter := dialRefusing(t, nil)
@@ -82,6 +83,10 @@ func TestRetryBudget(t *testing.T) {
 	}
 	if attempts <= calls {
 		t.Errorf("%d calls to a refusing server made %d attempts, want some retries", calls, attempts)
+	}
+	// The reserve alone gives 100 retries; the calls' deposits, 200 more.
+	if attempts < 1200 {
+		t.Errorf("%d calls to a refusing server made %d attempts, want at least 1,200: the calls' share as well as the reserve", calls, attempts)
 	}
 }
 
