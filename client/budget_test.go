@@ -111,6 +111,25 @@ func TestRetryBudgetZero(t *testing.T) {
 	}
 }
 
+// TestRetryBudgetStreamDeposits checks that a server stream deposits in the
+// budget as a unary call does: with WithRetryBudget(100, 0), and no
+// reserve, a refused Watch earns itself one retry, and one only.
+func TestRetryBudgetStreamDeposits(t *testing.T) {
+	c, counter := dialRefusing(t, []client.Option{client.WithRetryBudget(100, 0), client.WithBackoff(noBackoff), resumeWatch})
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	if _, err := stream.Recv(); !client.IsDraining(err) {
+		t.Fatalf("Recv() = %v, want the server's refusal", err)
+	}
+	if n := counter.streams.Load(); n != 2 {
+		t.Errorf("a refused Watch with a budget of 100%% and no reserve made %d attempts, want 2: its own deposit's retry", n)
+	}
+}
+
 // TestResumeBacksOff opens a resumable Watch on a server that fails it
 // with codes.Unavailable after every 3 messages. The stream is resumed
 // again and again, WithMax being high, but its attempts are counted across
