@@ -99,13 +99,7 @@ func TestRetryBudgetZero(t *testing.T) {
 	if _, err := c.Append(ctx, wrapperspb.String("x"), grpc.WaitForReady(true)); !client.IsDraining(err) {
 		t.Fatalf("Append() = %v, want the server's refusal", err)
 	}
-	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
-	if err != nil {
-		t.Fatalf("Watch() = %v", err)
-	}
-	if _, err := stream.Recv(); !client.IsDraining(err) {
-		t.Fatalf("Recv() = %v, want the server's refusal", err)
-	}
+	watchRefused(t, c, 0)
 	if u, s := counter.unary.Load(), counter.streams.Load(); u != 1 || s != 1 {
 		t.Errorf("attempts with a budget of 0: %d unary, %d streams, want 1 and 1", u, s)
 	}
@@ -116,15 +110,7 @@ func TestRetryBudgetZero(t *testing.T) {
 // reserve, a refused Watch earns itself one retry, and one only.
 func TestRetryBudgetStreamDeposits(t *testing.T) {
 	c, counter := dialRefusing(t, []client.Option{client.WithRetryBudget(100, 0), client.WithBackoff(noBackoff), resumeWatch})
-	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
-	defer cancel()
-	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
-	if err != nil {
-		t.Fatalf("Watch() = %v", err)
-	}
-	if _, err := stream.Recv(); !client.IsDraining(err) {
-		t.Fatalf("Recv() = %v, want the server's refusal", err)
-	}
+	watchRefused(t, c, 0)
 	if n := counter.streams.Load(); n != 2 {
 		t.Errorf("a refused Watch with a budget of 100%% and no reserve made %d attempts, want 2: its own deposit's retry", n)
 	}
@@ -373,6 +359,25 @@ func TestRetryBudgetNotSpentWithoutRetry(t *testing.T) {
 	wantRetriesLeft(t, c, counter)
 }
 
+// watchRefused opens a Watch with c on the refusing server of dialRefusing,
+// reads it late after it is open, and fails the test unless its first
+// Recv returns the server's refusal.
+func watchRefused(t *testing.T, c demopb.DemoClient, late time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
+	defer cancel()
+	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		t.Fatalf("Watch() = %v", err)
+	}
+	// The caller's lateness, when under test, not a wait for another
+	// goroutine.
+	time.Sleep(late)
+	if _, err := stream.Recv(); !client.IsDraining(err) {
+		t.Fatalf("Recv() = %v, want the server's refusal", err)
+	}
+}
+
 // wantRetriesLeft makes, with counter reset, a call that may wait to the
 // refusing server of dialRefusing, and fails the test unless it made every
 // attempt DefaultMax allows: the budget had not been spent on retries never
@@ -450,15 +455,7 @@ func TestSlowCreationIsNoWork(t *testing.T) {
 		return streamer(ctx, desc, cc, method, opts...)
 	})
 	c, counter := dialRefusing(t, []client.Option{client.WithRetryBudget(0, 0), resumeWatch}, slow)
-	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
-	defer cancel()
-	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
-	if err != nil {
-		t.Fatalf("Watch() = %v", err)
-	}
-	if _, err := stream.Recv(); !client.IsDraining(err) {
-		t.Fatalf("Recv() = %v, want the server's refusal", err)
-	}
+	watchRefused(t, c, 0)
 	if n := counter.streams.Load(); n != 1 {
 		t.Errorf("a stream refused after a slow creation made %d attempts with no retry budget, want 1", n)
 	}
@@ -506,17 +503,7 @@ func TestRetryBudgetNotSpentOnCancelledWait(t *testing.T) {
 // a retry that the budget refuses, not the stream's next call.
 func TestLateReadRefusalIsNoWork(t *testing.T) {
 	c, counter := dialRefusing(t, []client.Option{client.WithRetryBudget(0, 0), resumeWatch})
-	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
-	defer cancel()
-	stream, err := c.Watch(ctx, &demopb.WatchRequest{}, grpc.WaitForReady(true))
-	if err != nil {
-		t.Fatalf("Watch() = %v", err)
-	}
-	// The caller's lateness under test, not a wait for another goroutine.
-	time.Sleep(client.ResumeReset + 100*time.Millisecond)
-	if _, err := stream.Recv(); !client.IsDraining(err) {
-		t.Fatalf("Recv() = %v, want the server's refusal", err)
-	}
+	watchRefused(t, c, client.ResumeReset+100*time.Millisecond)
 	if n := counter.streams.Load(); n != 1 {
 		t.Errorf("a refused stream read late made %d attempts with no retry budget, want 1", n)
 	}
