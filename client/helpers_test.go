@@ -171,13 +171,37 @@ func (s *service) Chat(stream grpc.BidiStreamingServer[wrapperspb.StringValue, w
 	}
 }
 
-// A backend is a grpc.Server with a Tracker, serving a service over bufconn.
+// A backend is a grpc.Server with a Tracker, serving a service over bufconn
+// or, where the test needs connections with addresses of their own, TCP.
 type backend struct {
 	name    string
 	srv     *grpc.Server
 	tracker *interceptors.Tracker
-	lis     *bufconn.Listener
+	lis     dialListener
 	svc     *service
+}
+
+// A dialListener is a listener that its clients dial through.
+type dialListener interface {
+	net.Listener
+	DialContext(ctx context.Context) (net.Conn, error)
+}
+
+// tcpListener listens on loopback.
+type tcpListener struct{ net.Listener }
+
+func listenTCP(t *testing.T) tcpListener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("net.Listen() = %v", err)
+	}
+	return tcpListener{lis}
+}
+
+func (l tcpListener) DialContext(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", l.Addr().String())
 }
 
 // startBackend starts a backend named name, stopped at the end of the test.
@@ -191,10 +215,16 @@ func startBackend(t *testing.T, name string, hold bool, opts ...grpc.ServerOptio
 // the end of the test. hold is service.hold; opts are added after tr's.
 func serveBackend(t *testing.T, name string, tr *interceptors.Tracker, hold bool, opts ...grpc.ServerOption) *backend {
 	t.Helper()
+	return serveBackendOn(t, bufconn.Listen(1<<20), name, tr, hold, opts...)
+}
+
+// serveBackendOn is serveBackend on lis, which it closes.
+func serveBackendOn(t *testing.T, lis dialListener, name string, tr *interceptors.Tracker, hold bool, opts ...grpc.ServerOption) *backend {
+	t.Helper()
 	b := &backend{
 		name:    name,
 		tracker: tr,
-		lis:     bufconn.Listen(1 << 20),
+		lis:     lis,
 		svc:     &service{name: name, hold: hold, started: make(chan string, 16), runs: map[string]int{}},
 		// The test's interceptors come first, outside the Tracker: a
 		// refusal they make stands for one made before any handler ran,

@@ -23,7 +23,10 @@ import (
 func TestYoungRetirementsAreCounted(t *testing.T) {
 	const maxAttempts = 3
 	tr := interceptors.NewTracker(interceptors.WithLongLived(watchMethod))
-	b := serveBackend(t, "aged", tr, false,
+	// On TCP: the Tracker finds a connection's streams by its addresses,
+	// which all bufconn connections share, and the aged connection is
+	// still open when its successor's stream begins.
+	b := serveBackendOn(t, listenTCP(t), "aged", tr, false,
 		grpc.Creds(tr.Credentials(insecure.NewCredentials())),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 5 * time.Millisecond, MaxConnectionAgeGrace: time.Minute}))
 	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, client.DialOptions(resumeWatch, client.WithMax(maxAttempts))...))

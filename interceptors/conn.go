@@ -36,8 +36,10 @@ import (
 // the same pair of addresses, which TCP forbids but Unix sockets (all of
 // whose clients are "@") and in-memory transports such as bufconn allow,
 // are not told apart: the streams that begin while two or more such
-// connections are open are never ended for their connection's age. A connection that does not know its addresses
-// (a nil LocalAddr or RemoteAddr, which some tunnels return) is not read.
+// connections are open are never ended for their connection's age (test
+// this over TCP loopback, not bufconn). A connection that does not know its
+// addresses (a nil LocalAddr or RemoteAddr, which some tunnels return) is
+// not read.
 //
 // Limits: grpc.Server.ServeHTTP has no credentials and no MaxConnectionAge
 // of grpc's, so this does nothing there. A stream is ended only once grpc
