@@ -1178,9 +1178,9 @@ func TestWait(t *testing.T) {
 	if err := tr.Wait(cancelled); err != context.Canceled {
 		t.Errorf("Wait(cancelled context) = %v, want %v", err, context.Canceled)
 	}
+	before := time.Now() // before the deadline is set, which is then no earlier than before+shortTimeout
 	short, cancel := context.WithTimeout(ctx, shortTimeout)
 	defer cancel()
-	before := time.Now()
 	if err := tr.Wait(short); err != context.DeadlineExceeded {
 		t.Errorf("Wait(context with timeout %v) = %v, want %v", shortTimeout, err, context.DeadlineExceeded)
 	}

@@ -259,13 +259,14 @@ var errUnavailable = status.Error(codes.Unavailable, "connection refused")
 func noBackoff(context.Context, uint) time.Duration { return 0 }
 
 // TestResumeCountRestarts holds a resumable Watch on a server that fails it
-// after every 110 ticks (1.1s), longer than ResumeReset: each failure
-// restarts the count, so that with WithMax(2) the stream rides through
-// three failures, and more, without an error.
+// after every 150 ticks (1.5s), longer than ResumeReset (by half of it, so
+// that a stall of the test's goroutines does not make an attempt look
+// short): each failure restarts the count, so that with WithMax(2) the
+// stream rides through three failures, and more, without an error.
 func TestResumeCountRestarts(t *testing.T) {
 	const failures = 3
 	b := startBackend(t, "A", false)
-	b.svc.failAfter = int(client.ResumeReset/tick) + 10
+	b.svc.failAfter = int(client.ResumeReset/tick) * 3 / 2
 	b.svc.watchStarts = make(chan time.Time, 100)
 	c := demopb.NewDemoClient(dialBackends(t, []*backend{b}, client.DialOptions(resumeWatch, client.WithMax(2))...))
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)

@@ -138,9 +138,9 @@ func TestRetryLimits(t *testing.T) {
 			name:         "wait beyond the deadline not made",
 			refusal:      func(t *testing.T) error { return shuttingDown(t, interceptors.HandlerNotRun, 0) },
 			opts:         []client.Option{client.WithBackoff(func(context.Context, uint) time.Duration { return never })},
-			deadline:     time.Second,
+			deadline:     defaultTestTimeout,
 			wantAttempts: 1,
-			wantAtMost:   time.Second / 2,
+			wantAtMost:   defaultTestTimeout / 2,
 			wantCode:     codes.Unavailable,
 		},
 		{

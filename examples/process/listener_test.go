@@ -22,8 +22,11 @@ import (
 func TestDrainRefusesNewConnections(t *testing.T) {
 	s := startServer(t, "A", dbPath(t), "-readiness-delay=0s", "-grace=1m", "-cancel-grace=1s", "-force-wait=1s")
 	startSleeps(t, s.addr, 1)
-	sent := s.signal(syscall.SIGTERM)
+	s.signal(syscall.SIGTERM)
 	s.waitLog("the Graceful phase", isPhase("Graceful"))
+	// The server has read the signal by now: its repeat window began
+	// earlier.
+	graceful := time.Now()
 
 	// The listener closes within the drain's acceptSettle (100ms) of the
 	// Graceful phase; the grace period keeps the process alive a minute.
@@ -49,7 +52,7 @@ func TestDrainRefusesNewConnections(t *testing.T) {
 	}
 	// A second signal ends the drain at once; one within the repeat window
 	// of the first would count as the same.
-	time.Sleep(time.Until(sent.Add(2 * drain.SignalRepeatWindow)))
+	time.Sleep(time.Until(graceful.Add(2 * drain.SignalRepeatWindow)))
 	s.signal(syscall.SIGTERM)
 	s.wait(defaultTestTimeout)
 }

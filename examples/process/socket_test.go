@@ -182,8 +182,9 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	// Twice the steady state's, or upgradeSlack above it: on a loaded
 	// machine, a steady state of a few milliseconds doubles from the
-	// scheduler alone.
-	const upgradeSlack = 25 * time.Millisecond
+	// scheduler alone. A connection refused during the upgrade costs a
+	// caller grpc's reconnection backoff, a second, far above it.
+	const upgradeSlack = 100 * time.Millisecond
 	if upgradeMedian > 2*steadyMedian && upgradeMedian > steadyMedian+upgradeSlack {
 		t.Errorf("slowest call during an upgrade (median of %d rounds) %v, want at most twice the steady state's %v, or %v above it", upgradeRounds, upgradeMedian, steadyMedian, upgradeSlack)
 	}
