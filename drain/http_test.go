@@ -154,8 +154,10 @@ func TestHTTPServerDrainsBesideGRPC(t *testing.T) {
 }
 
 // httpCallDuration is how long the unary handler of
-// TestServeHTTPDrainVersusGracefulStop works, ignoring its context.
-const httpCallDuration = 300 * time.Millisecond
+// TestServeHTTPDrainVersusGracefulStop works, ignoring its context:
+// long enough for the test to begin the drain, or GracefulStop, while it
+// runs, on a loaded machine.
+const httpCallDuration = 2 * time.Second
 
 // TestServeHTTPDrainVersusGracefulStop serves gRPC through ServeHTTP on an
 // http.Server that also answers plain HTTP on the same port, over

@@ -296,9 +296,12 @@ func TestGracePeriodLetsStreamsFinish(t *testing.T) {
 	// At the end of the grace period, the connection is closed (grpc
 	// closes it up to a second later).
 	_, err = stream.Recv()
-	// grpc draws the age within 10% of the one set.
-	if elapsed, least := time.Since(start), age*9/10+grace; elapsed < least {
-		t.Errorf("stream cut after %v, want at least the age and the grace period, %v", elapsed, least)
+	// grpc draws the age within 10% of the one set, and once the grace
+	// period has ended waits a second for its reader before it closes the
+	// connection (internal/transport/http2_server.go, v1.85.0), all of
+	// which it spends here, where the client keeps the connection open.
+	if elapsed, least := time.Since(start), age*9/10+grace+time.Second; elapsed < least {
+		t.Errorf("stream cut after %v, want at least the age, the grace period and grpc's second, %v", elapsed, least)
 	}
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("Recv() at the end of the grace period = %v, want code %v", err, codes.Unavailable)
