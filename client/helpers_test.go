@@ -252,13 +252,13 @@ func dialBackends(t *testing.T, backends []*backend, opts ...grpc.DialOption) *g
 	}
 	r := manual.NewBuilderWithScheme("backends")
 	r.InitialState(resolver.State{Addresses: addrs})
-	return dialBufconns(t, r, backends, opts...)
+	return dialListeners(t, r, backends, opts...)
 }
 
-// dialBufconns returns a ClientConn to the backends named by r's
+// dialListeners returns a ClientConn to the backends named by r's
 // addresses, balanced round-robin, with opts (the options under test)
 // after the test's own; it is closed at the end of the test.
-func dialBufconns(t *testing.T, r *manual.Resolver, backends []*backend, opts ...grpc.DialOption) *grpc.ClientConn {
+func dialListeners(t *testing.T, r *manual.Resolver, backends []*backend, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	byAddr := map[string]*backend{}
 	for _, b := range backends {

@@ -53,7 +53,7 @@ func TestMaxStreamAgeSpreadsStreamsOverNewBackends(t *testing.T) {
 	}
 	r := manual.NewBuilderWithScheme("rebalance")
 	r.InitialState(resolver.State{Addresses: []resolver.Address{{Addr: "b0"}}})
-	cc := dialBufconns(t, r, backends, client.DialOptions(
+	cc := dialListeners(t, r, backends, client.DialOptions(
 		client.WithResume(watchMethod, func(req *demopb.WatchRequest, last *timestamppb.Timestamp) *demopb.WatchRequest {
 			return &demopb.WatchRequest{After: last}
 		}),
