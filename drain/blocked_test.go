@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/drainkit/drainkit/drain"
 	"github.com/drainkit/drainkit/interceptors"
@@ -65,15 +64,7 @@ func TestDrainEndsStreamsBlockedInRecvAndSend(t *testing.T) {
 		"/grpc.testing.TestService/FullDuplexCall", "/grpc.testing.TestService/StreamingOutputCall"))
 	srv := grpc.NewServer(tr.ServerOptions()...)
 	testgrpc.RegisterTestServiceServer(srv, svc)
-	lis := bufconn.Listen(1 << 20)
-	served := serveStart(srv, lis)
-	t.Cleanup(func() {
-		srv.Stop()
-		<-served
-	})
-	cc := serveDialBuf(t, lis)
-	t.Cleanup(func() { cc.Close() })
-	client := testgrpc.NewTestServiceClient(cc)
+	client := testgrpc.NewTestServiceClient(serveBuf(t, srv))
 	ctx, cancel := context.WithTimeout(context.Background(), defaultTestTimeout)
 	defer cancel()
 

@@ -129,6 +129,22 @@ func serveDialBuf(tb testing.TB, lis *bufconn.Listener) *grpc.ClientConn {
 	return cc
 }
 
+// serveBuf serves srv on a new bufconn listener and returns a client
+// connection to it; at the end of the test the connection is closed, then
+// srv stopped.
+func serveBuf(tb testing.TB, srv *grpc.Server) *grpc.ClientConn {
+	tb.Helper()
+	lis := bufconn.Listen(1 << 20)
+	served := serveStart(srv, lis)
+	tb.Cleanup(func() {
+		srv.Stop()
+		<-served
+	})
+	cc := serveDialBuf(tb, lis)
+	tb.Cleanup(func() { cc.Close() })
+	return cc
+}
+
 // serveWaitReady makes one health check on cc, waiting for the connection
 // to be ready, so that the server is known to be serving.
 func serveWaitReady(tb testing.TB, cc *grpc.ClientConn) {

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/drainkit/drainkit/drain"
 	"github.com/drainkit/drainkit/interceptors"
@@ -54,15 +53,7 @@ func newProber(t *testing.T, tr *interceptors.Tracker) *prober {
 		unary:  func(context.Context) error { return nil },
 		stream: func(context.Context) error { return nil },
 	})
-	lis := bufconn.Listen(1 << 20)
-	served := serveStart(srv, lis)
-	cc := serveDialBuf(t, lis)
-	t.Cleanup(func() {
-		cc.Close()
-		srv.Stop()
-		<-served
-	})
-	return &prober{client: testgrpc.NewTestServiceClient(cc), unary: map[stophook.Phase]error{}, stream: map[stophook.Phase]error{}}
+	return &prober{client: testgrpc.NewTestServiceClient(serveBuf(t, srv)), unary: map[stophook.Phase]error{}, stream: map[stophook.Phase]error{}}
 }
 
 func (p *prober) OnStop(ctx context.Context, e stophook.Event) error {

@@ -14,7 +14,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/drainkit/drainkit/drain"
 	"github.com/drainkit/drainkit/interceptors"
@@ -65,15 +64,7 @@ func TestDrainWarnsOfUntrackedStreams(t *testing.T) {
 			tr := interceptors.NewTracker(interceptors.WithLongLived(streamMethod))
 			srv := grpc.NewServer(tt.opts(tr)...)
 			testgrpc.RegisterTestServiceServer(srv, svc)
-			lis := bufconn.Listen(1 << 20)
-			served := serveStart(srv, lis)
-			t.Cleanup(func() {
-				srv.Stop()
-				<-served
-			})
-			cc := serveDialBuf(t, lis)
-			t.Cleanup(func() { cc.Close() })
-			stream := startStream(t, cc, svc)
+			stream := startStream(t, serveBuf(t, srv), svc)
 
 			var logs bytes.Buffer
 			d := drain.New(srv, tr, drain.WithGracePeriod(grace),
