@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -93,11 +91,7 @@ func newTestServer(t *testing.T, svc *service) *testServer {
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(srv, h)
 	lis := bufconn.Listen(1 << 20)
-	served := make(chan struct{})
-	go func() {
-		srv.Serve(lis)
-		close(served)
-	}()
+	served := serveStart(srv, lis)
 	t.Cleanup(func() {
 		srv.Stop()
 		<-served
@@ -108,12 +102,7 @@ func newTestServer(t *testing.T, svc *service) *testServer {
 // dial returns a new client connection to ts.
 func (ts *testServer) dial(t *testing.T) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ts.lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("grpc.NewClient() = %v", err)
-	}
+	cc := serveDialBuf(t, ts.lis)
 	t.Cleanup(func() { cc.Close() })
 	return cc
 }
